@@ -1,0 +1,111 @@
+//! What can be proposed to Raft, and what applying it answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{KeyRecord, KeySecret, NodeInfo, RateLimit};
+use crate::types::NodeId;
+
+/// A change to the replicated state. Every value that depends on time or randomness
+/// (ids, secrets, `now_ms`) is stamped by the proposing node, so `apply` is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates a key with its first secret.
+    CreateKey(Box<NewKey>),
+    /// Issues a new current secret; the previous ones stay valid for `grace_ms`.
+    RotateKey {
+        id: String,
+        secret: KeySecret,
+        grace_ms: u64,
+        now_ms: i64,
+    },
+    /// Marks a key revoked. Revoking a revoked key answers the key unchanged.
+    RevokeKey { id: String, now_ms: i64 },
+    /// Removes a key and all its secrets.
+    DeleteKey { id: String, now_ms: i64 },
+    /// Housekeeping: records every key past its expiry as expired and drops rotated-out
+    /// secrets whose grace period has ended.
+    ExpireKeys { now_ms: i64 },
+    /// Records (or refreshes) a member's listener addresses.
+    RegisterNode(NodeInfo),
+    /// Forgets a member's info after it left the membership.
+    ForgetNode { id: NodeId },
+}
+
+/// The fields of a key being created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    pub id: String,
+    pub name: String,
+    pub tenant: Option<String>,
+    pub scopes: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub expires_at_ms: Option<i64>,
+    pub metadata_json: String,
+    pub secret: KeySecret,
+    pub now_ms: i64,
+}
+
+impl Command {
+    /// Returns a short name for logs and audit; never includes secret material.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateKey(_) => "create_key",
+            Command::RotateKey { .. } => "rotate_key",
+            Command::RevokeKey { .. } => "revoke_key",
+            Command::DeleteKey { .. } => "delete_key",
+            Command::ExpireKeys { .. } => "expire_keys",
+            Command::RegisterNode(_) => "register_node",
+            Command::ForgetNode { .. } => "forget_node",
+        }
+    }
+}
+
+/// The answer of applying one command. Rejections are ordinary, replicated outcomes:
+/// every member rejects the same command the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Response {
+    /// The entry carried no command (blank or membership entries).
+    #[default]
+    Empty,
+    /// The key after the change.
+    Key(Box<KeyRecord>),
+    /// The key was removed.
+    KeyDeleted { id: String },
+    /// Housekeeping outcome.
+    KeysExpired { expired: u64, secrets_pruned: u64 },
+    /// Node info stored or removed.
+    NodeUpdated { id: NodeId },
+    /// The command was refused and changed nothing.
+    Rejected(Rejection),
+}
+
+/// Why a command was refused. Each variant has a stable API code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("key {id} does not exist")]
+    KeyNotFound { id: String },
+    #[error("key {id} already exists")]
+    KeyExists { id: String },
+    #[error("the new secret collides with an existing one")]
+    SecretCollision,
+    #[error("key {id} is revoked")]
+    KeyRevoked { id: String },
+    #[error("key {id} is expired")]
+    KeyExpired { id: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl Rejection {
+    /// Returns the stable machine-readable code of this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::KeyNotFound { .. } => "not_found",
+            Rejection::KeyExists { .. } => "already_exists",
+            Rejection::SecretCollision => "conflict",
+            Rejection::KeyRevoked { .. } => "key_revoked",
+            Rejection::KeyExpired { .. } => "key_expired",
+            Rejection::Invalid { .. } => "validation_failed",
+        }
+    }
+}

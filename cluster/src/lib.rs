@@ -1,0 +1,30 @@
+//! The replicated model of credentialflow.
+//!
+//! # Layout
+//!
+//! - [`types`]: the openraft type configuration every crate agrees on.
+//! - [`model`]: the records the cluster replicates (API keys, node info).
+//! - [`command`]: what can be proposed to Raft and what applying it answers.
+//! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
+//! - [`secret`]: API key secrets: generation, checksum, hashing.
+//! - [`validate`]: input rules shared by the admin API and `apply`.
+//! - [`wire`]: the versioned bincode encoding used on disk and between peers.
+//! - [`peer`]: the peer protocol and its pooled HTTP client (Raft RPCs, forwarded writes).
+//!
+//! Nothing here knows actix-web or RocksDB: the domain is testable without a disk or a socket.
+
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod model;
+pub mod peer;
+pub mod secret;
+pub mod state;
+pub mod types;
+pub mod validate;
+pub mod wire;
+
+pub use command::{Command, Rejection, Response};
+pub use model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, RateLimit};
+pub use state::{apply, State};
+pub use types::{NodeId, TypeConfig};

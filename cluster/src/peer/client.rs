@@ -1,0 +1,239 @@
+//! One pooled HTTP client per peer, and the openraft network on top of it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::protocol::{
+    ForwardError, ForwardRequest, ForwardResponse, CONTENT_TYPE, PATH_APPEND, PATH_FORWARD,
+    PATH_SNAPSHOT, PATH_VOTE,
+};
+use crate::types::{Node, NodeId, TypeConfig};
+use crate::wire::{self, WireError};
+
+/// How long to wait for a TCP connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Idle pooled connections are kept this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause before retrying a peer that could not be reached.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Why a peer call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No connection could be made (refused, reset, timed out while connecting).
+    #[error("peer {addr} is unreachable: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request was sent but failed in flight or timed out.
+    #[error("request to peer {addr} failed: {source}")]
+    Transport {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The peer answered with a non-success status (it could not parse our request).
+    #[error("peer {addr} answered HTTP {status}: {body}")]
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
+    /// A body could not be encoded or decoded.
+    #[error("peer body: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// A client bound to one peer's listener, with its own connection pool.
+#[derive(Clone, Debug)]
+pub struct PeerClient {
+    addr: String,
+    http: reqwest::Client,
+}
+
+impl PeerClient {
+    /// Builds a client for the peer listener at `addr` (`host:port`).
+    pub fn new(addr: &str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            addr: addr.to_owned(),
+            http,
+        })
+    }
+
+    /// Returns the peer address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `request` to `path` and decodes the answer.
+    pub async fn call<Req, Resp>(
+        &self,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let body = wire::encode(request)?;
+        let url = format!("http://{}{}", self.addr, path);
+        let sent = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = sent.map_err(|source| {
+            let addr = self.addr.clone();
+            if source.is_connect() {
+                PeerError::Unreachable { addr, source }
+            } else {
+                PeerError::Transport { addr, source }
+            }
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|source| PeerError::Transport {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(PeerError::Status {
+                addr: self.addr.clone(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).chars().take(512).collect(),
+            });
+        }
+        Ok(wire::decode(&bytes)?)
+    }
+
+    /// Forwards an admin operation to this peer, which should be the leader.
+    pub async fn forward(
+        &self,
+        request: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<Result<ForwardResponse, ForwardError>, PeerError> {
+        self.call(PATH_FORWARD, request, timeout).await
+    }
+}
+
+/// The pooled clients of every peer this node talks to, created on first use.
+#[derive(Clone, Debug, Default)]
+pub struct PeerRegistry {
+    clients: Arc<Mutex<HashMap<String, PeerClient>>>,
+}
+
+impl PeerRegistry {
+    /// Returns the client for `addr`, creating it the first time.
+    pub fn client(&self, addr: &str) -> Result<PeerClient, reqwest::Error> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(addr) {
+            return Ok(client.clone());
+        }
+        let client = PeerClient::new(addr)?;
+        clients.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+/// The openraft network of one target peer.
+pub struct PeerNetwork {
+    target: NodeId,
+    client: Result<PeerClient, String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerRegistry {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerNetwork {
+        PeerNetwork {
+            target,
+            client: self.client(&node.addr).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
+
+impl PeerNetwork {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))?;
+        let answer: Result<Resp, RaftError<NodeId, E>> = client
+            .call(path, request, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                other => RPCError::Network(NetworkError::new(&other)),
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.rpc(PATH_APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.rpc(PATH_SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        self.rpc(PATH_VOTE, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}

@@ -1,0 +1,260 @@
+//! The replicated state and its pure `apply`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, NewKey, Rejection, Response};
+use crate::model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, SecretHash};
+use crate::types::NodeId;
+use crate::validate::{self, FieldError};
+
+/// Everything the cluster agrees on. Restart = snapshot of this + log replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Keys by id (ordered, so listing pages are stable).
+    keys: BTreeMap<String, KeyRecord>,
+    /// Member info by node id.
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Secret hash → key id. Derived from `keys`; rebuilt after decoding.
+    #[serde(skip)]
+    key_by_hash: HashMap<SecretHash, String>,
+}
+
+/// Applies one command. Pure: the outcome depends only on `state` and `command`, so every
+/// member that applies the same log reaches the same state. A rejected command changes
+/// nothing.
+pub fn apply(state: &mut State, command: &Command) -> Response {
+    let outcome = match command {
+        Command::CreateKey(new_key) => state.create_key(new_key),
+        Command::RotateKey {
+            id,
+            secret,
+            grace_ms,
+            now_ms,
+        } => state.rotate_key(id, secret, *grace_ms, *now_ms),
+        Command::RevokeKey { id, now_ms } => state.revoke_key(id, *now_ms),
+        Command::DeleteKey { id, .. } => state.delete_key(id),
+        Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
+        Command::RegisterNode(info) => Ok(state.register_node(info)),
+        Command::ForgetNode { id } => Ok(state.forget_node(*id)),
+    };
+    outcome.unwrap_or_else(Response::Rejected)
+}
+
+impl State {
+    /// Rebuilds derived indexes; called after decoding a snapshot.
+    pub fn rebuild_indexes(&mut self) {
+        self.key_by_hash = self
+            .keys
+            .values()
+            .flat_map(|key| key.secrets.iter().map(|s| (s.hash, key.id.clone())))
+            .collect();
+    }
+
+    /// Returns a key by id.
+    pub fn key(&self, id: &str) -> Option<&KeyRecord> {
+        self.keys.get(id)
+    }
+
+    /// Returns the key a secret hash belongs to, with the matching secret.
+    pub fn key_by_secret_hash(&self, hash: &SecretHash) -> Option<(&KeyRecord, &KeySecret)> {
+        let key = self.keys.get(self.key_by_hash.get(hash)?)?;
+        let secret = key.secrets.iter().find(|s| &s.hash == hash)?;
+        Some((key, secret))
+    }
+
+    /// Returns up to `limit` keys with ids after `after`, and whether more follow.
+    pub fn keys_page(&self, after: Option<&str>, limit: usize) -> (Vec<&KeyRecord>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(cursor) => Bound::Excluded(cursor.to_owned()),
+            None => Bound::Unbounded,
+        };
+        let mut iter = self.keys.range((start, Bound::Unbounded)).map(|(_, k)| k);
+        let page: Vec<&KeyRecord> = iter.by_ref().take(limit).collect();
+        let more = iter.next().is_some();
+        (page, more)
+    }
+
+    /// Returns the number of keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Returns every member's info.
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
+        &self.nodes
+    }
+
+    fn create_key(&mut self, new: &NewKey) -> Result<Response, Rejection> {
+        validate_new_key(new).map_err(invalid)?;
+        if self.keys.contains_key(&new.id) {
+            return Err(Rejection::KeyExists { id: new.id.clone() });
+        }
+        if self.key_by_hash.contains_key(&new.secret.hash) {
+            return Err(Rejection::SecretCollision);
+        }
+        let record = KeyRecord {
+            id: new.id.clone(),
+            name: new.name.clone(),
+            tenant: new.tenant.clone(),
+            scopes: new.scopes.clone(),
+            rate_limit: new.rate_limit,
+            expires_at_ms: new.expires_at_ms,
+            metadata_json: new.metadata_json.clone(),
+            secrets: vec![KeySecret {
+                created_at_ms: new.now_ms,
+                valid_until_ms: None,
+                ..new.secret.clone()
+            }],
+            status: KeyStatus::Active,
+            created_at_ms: new.now_ms,
+            updated_at_ms: new.now_ms,
+        };
+        self.key_by_hash
+            .insert(new.secret.hash, record.id.clone());
+        self.keys.insert(record.id.clone(), record.clone());
+        Ok(Response::Key(Box::new(record)))
+    }
+
+    fn rotate_key(
+        &mut self,
+        id: &str,
+        secret: &KeySecret,
+        grace_ms: u64,
+        now_ms: i64,
+    ) -> Result<Response, Rejection> {
+        validate::grace_secs(grace_ms / 1000).map_err(invalid)?;
+        let collides = self.key_by_hash.contains_key(&secret.hash);
+        let key = self.keys.get_mut(id).ok_or_else(|| not_found(id))?;
+        match key.status_at(now_ms) {
+            KeyStatus::Active => {}
+            KeyStatus::Revoked => return Err(Rejection::KeyRevoked { id: id.to_owned() }),
+            KeyStatus::Expired => return Err(Rejection::KeyExpired { id: id.to_owned() }),
+        }
+        if collides {
+            return Err(Rejection::SecretCollision);
+        }
+        let grace_end = now_ms.saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX));
+        let mut dropped = Vec::new();
+        for old in &mut key.secrets {
+            // A secret already inside a grace period keeps the earlier of its two deadlines.
+            let until = old.valid_until_ms.map_or(grace_end, |u| u.min(grace_end));
+            old.valid_until_ms = Some(until);
+        }
+        key.secrets.retain(|old| {
+            let keep = old.is_valid_at(now_ms);
+            if !keep {
+                dropped.push(old.hash);
+            }
+            keep
+        });
+        key.secrets.insert(
+            0,
+            KeySecret {
+                created_at_ms: now_ms,
+                valid_until_ms: None,
+                ..secret.clone()
+            },
+        );
+        key.updated_at_ms = now_ms;
+        let record = key.clone();
+        for hash in dropped {
+            self.key_by_hash.remove(&hash);
+        }
+        self.key_by_hash.insert(secret.hash, id.to_owned());
+        Ok(Response::Key(Box::new(record)))
+    }
+
+    fn revoke_key(&mut self, id: &str, now_ms: i64) -> Result<Response, Rejection> {
+        let key = self.keys.get_mut(id).ok_or_else(|| not_found(id))?;
+        if key.status != KeyStatus::Revoked {
+            key.status = KeyStatus::Revoked;
+            key.updated_at_ms = now_ms;
+        }
+        Ok(Response::Key(Box::new(key.clone())))
+    }
+
+    fn delete_key(&mut self, id: &str) -> Result<Response, Rejection> {
+        let key = self.keys.remove(id).ok_or_else(|| not_found(id))?;
+        for secret in &key.secrets {
+            self.key_by_hash.remove(&secret.hash);
+        }
+        Ok(Response::KeyDeleted { id: key.id })
+    }
+
+    fn expire_keys(&mut self, now_ms: i64) -> Response {
+        let mut expired = 0;
+        let mut secrets_pruned = 0;
+        for key in self.keys.values_mut() {
+            let mut changed = false;
+            if key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired {
+                key.status = KeyStatus::Expired;
+                expired += 1;
+                changed = true;
+            }
+            let before = key.secrets.len();
+            let index = &mut self.key_by_hash;
+            key.secrets.retain(|secret| {
+                let keep = secret.is_valid_at(now_ms);
+                if !keep {
+                    index.remove(&secret.hash);
+                }
+                keep
+            });
+            let pruned = (before - key.secrets.len()) as u64;
+            if pruned > 0 {
+                secrets_pruned += pruned;
+                changed = true;
+            }
+            if changed {
+                key.updated_at_ms = now_ms;
+            }
+        }
+        Response::KeysExpired {
+            expired,
+            secrets_pruned,
+        }
+    }
+
+    fn register_node(&mut self, info: &NodeInfo) -> Response {
+        self.nodes.insert(info.id, info.clone());
+        Response::NodeUpdated { id: info.id }
+    }
+
+    fn forget_node(&mut self, id: NodeId) -> Response {
+        self.nodes.remove(&id);
+        Response::NodeUpdated { id }
+    }
+}
+
+fn validate_new_key(new: &NewKey) -> Result<(), FieldError> {
+    validate::id("id", &new.id)?;
+    validate::name(&new.name)?;
+    if let Some(tenant) = &new.tenant {
+        validate::id("tenant", tenant)?;
+    }
+    validate::scopes(&new.scopes)?;
+    if let Some(limit) = &new.rate_limit {
+        validate::rate_limit(limit)?;
+    }
+    if let Some(at) = new.expires_at_ms {
+        validate::expires_at(at, new.now_ms)?;
+    }
+    validate::metadata(&new.metadata_json)
+}
+
+fn invalid(error: FieldError) -> Rejection {
+    Rejection::Invalid {
+        field: error.field,
+        reason: error.reason,
+    }
+}
+
+fn not_found(id: &str) -> Rejection {
+    Rejection::KeyNotFound { id: id.to_owned() }
+}
+
+#[cfg(test)]
+mod tests;

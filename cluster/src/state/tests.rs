@@ -1,0 +1,315 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::command::NewKey;
+use crate::model::RateLimit;
+use crate::wire;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn secret(byte: u8) -> KeySecret {
+    KeySecret {
+        hash: [byte; 32],
+        prefix: format!("cf_{byte:02x}"),
+        created_at_ms: 0,
+        valid_until_ms: None,
+    }
+}
+
+fn new_key(id: &str, byte: u8) -> NewKey {
+    NewKey {
+        id: id.to_owned(),
+        name: format!("name of {id}"),
+        tenant: Some("acme".to_owned()),
+        scopes: vec!["*".to_owned()],
+        rate_limit: Some(RateLimit { requests: 100, window_secs: 60 }),
+        expires_at_ms: None,
+        metadata_json: "{}".to_owned(),
+        secret: secret(byte),
+        now_ms: T0,
+    }
+}
+
+fn create(state: &mut State, id: &str, byte: u8) -> Response {
+    apply(state, &Command::CreateKey(Box::new(new_key(id, byte))))
+}
+
+fn rejected(response: Response) -> Rejection {
+    match response {
+        Response::Rejected(rejection) => rejection,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+fn key(response: Response) -> KeyRecord {
+    match response {
+        Response::Key(key) => *key,
+        other => panic!("expected a key, got {other:?}"),
+    }
+}
+
+#[test]
+fn create_stores_the_key_and_indexes_its_hash() {
+    let mut state = State::default();
+    let created = key(create(&mut state, "key_a", 1));
+    assert_eq!(created.status, KeyStatus::Active);
+    assert_eq!(created.created_at_ms, T0);
+    assert_eq!(state.key("key_a"), Some(&created));
+    let (found, found_secret) = state.key_by_secret_hash(&[1; 32]).expect("indexed");
+    assert_eq!(found.id, "key_a");
+    assert_eq!(found_secret.valid_until_ms, None);
+}
+
+#[test]
+fn create_rejects_a_duplicate_id_and_changes_nothing() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let before = state.clone();
+    assert_eq!(
+        rejected(create(&mut state, "key_a", 2)),
+        Rejection::KeyExists { id: "key_a".into() }
+    );
+    assert_eq!(state, before);
+    assert!(state.key_by_secret_hash(&[2; 32]).is_none());
+}
+
+#[test]
+fn create_rejects_a_colliding_secret() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    assert_eq!(rejected(create(&mut state, "key_b", 1)), Rejection::SecretCollision);
+    assert!(state.key("key_b").is_none());
+}
+
+#[test]
+fn create_rejects_invalid_fields() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut NewKey)>)> = vec![
+        ("id", Box::new(|k| k.id = "bad id".into())),
+        ("name", Box::new(|k| k.name = " ".into())),
+        ("tenant", Box::new(|k| k.tenant = Some("a/b".into()))),
+        ("scopes[0]", Box::new(|k| k.scopes = vec!["no spaces".into()])),
+        ("rate_limit.requests", Box::new(|k| k.rate_limit = Some(RateLimit { requests: 0, window_secs: 1 }))),
+        ("expires_at", Box::new(|k| k.expires_at_ms = Some(T0 - 1))),
+        ("metadata", Box::new(|k| k.metadata_json = "x".repeat(20_000))),
+    ];
+    for (field, mutate) in cases {
+        let mut state = State::default();
+        let mut new = new_key("key_a", 1);
+        mutate(&mut new);
+        match rejected(apply(&mut state, &Command::CreateKey(Box::new(new)))) {
+            Rejection::Invalid { field: got, .. } => assert_eq!(got, field),
+            other => panic!("{field}: unexpected {other:?}"),
+        }
+        assert_eq!(state, State::default(), "{field} changed the state");
+    }
+}
+
+#[test]
+fn rotate_keeps_the_old_secret_valid_until_the_grace_ends() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let rotated = key(apply(
+        &mut state,
+        &Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 60_000, now_ms: T0 + 1_000 },
+    ));
+    assert_eq!(rotated.secrets.len(), 2);
+    assert_eq!(rotated.current_secret().map(|s| s.hash), Some([2; 32]));
+    let (_, old) = state.key_by_secret_hash(&[1; 32]).expect("old still indexed");
+    assert_eq!(old.valid_until_ms, Some(T0 + 61_000));
+    assert!(old.is_valid_at(T0 + 60_999));
+    assert!(!old.is_valid_at(T0 + 61_000));
+}
+
+#[test]
+fn rotate_with_zero_grace_invalidates_the_old_secret_at_once() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    apply(&mut state, &Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 0, now_ms: T0 });
+    assert!(state.key_by_secret_hash(&[1; 32]).is_none());
+    assert!(state.key_by_secret_hash(&[2; 32]).is_some());
+}
+
+#[test]
+fn a_second_rotation_never_extends_an_earlier_grace() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let rotate = |secret_byte, grace_ms, now_ms| Command::RotateKey {
+        id: "key_a".into(),
+        secret: secret(secret_byte),
+        grace_ms,
+        now_ms,
+    };
+    apply(&mut state, &rotate(2, 10_000, T0));
+    let record = key(apply(&mut state, &rotate(3, 60_000, T0 + 1_000)));
+    let first = record.secrets.iter().find(|s| s.hash == [1; 32]).expect("first");
+    let second = record.secrets.iter().find(|s| s.hash == [2; 32]).expect("second");
+    assert_eq!(first.valid_until_ms, Some(T0 + 10_000));
+    assert_eq!(second.valid_until_ms, Some(T0 + 61_000));
+}
+
+#[test]
+fn rotate_rejections() {
+    let mut state = State::default();
+    let rotate = |id: &str, byte, grace_ms| Command::RotateKey {
+        id: id.into(),
+        secret: secret(byte),
+        grace_ms,
+        now_ms: T0,
+    };
+    assert_eq!(rejected(apply(&mut state, &rotate("key_x", 2, 0))), Rejection::KeyNotFound { id: "key_x".into() });
+    create(&mut state, "key_a", 1);
+    create(&mut state, "key_b", 5);
+    let before = state.clone();
+    assert_eq!(rejected(apply(&mut state, &rotate("key_a", 5, 0))), Rejection::SecretCollision);
+    assert!(matches!(
+        rejected(apply(&mut state, &rotate("key_a", 2, 31 * 24 * 3600 * 1000))),
+        Rejection::Invalid { .. }
+    ));
+    assert_eq!(state, before);
+    apply(&mut state, &Command::RevokeKey { id: "key_a".into(), now_ms: T0 });
+    assert_eq!(rejected(apply(&mut state, &rotate("key_a", 2, 0))), Rejection::KeyRevoked { id: "key_a".into() });
+}
+
+#[test]
+fn rotate_rejects_an_expired_key() {
+    let mut state = State::default();
+    let mut new = new_key("key_a", 1);
+    new.expires_at_ms = Some(T0 + 10);
+    apply(&mut state, &Command::CreateKey(Box::new(new)));
+    let command = Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 0, now_ms: T0 + 10 };
+    assert_eq!(rejected(apply(&mut state, &command)), Rejection::KeyExpired { id: "key_a".into() });
+}
+
+#[test]
+fn revoke_is_idempotent_and_keeps_the_first_revocation_time() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let first = key(apply(&mut state, &Command::RevokeKey { id: "key_a".into(), now_ms: T0 + 5 }));
+    assert_eq!(first.status, KeyStatus::Revoked);
+    let second = key(apply(&mut state, &Command::RevokeKey { id: "key_a".into(), now_ms: T0 + 9 }));
+    assert_eq!(second.updated_at_ms, T0 + 5);
+    assert_eq!(
+        rejected(apply(&mut state, &Command::RevokeKey { id: "nope".into(), now_ms: T0 })),
+        Rejection::KeyNotFound { id: "nope".into() }
+    );
+}
+
+#[test]
+fn delete_removes_the_key_and_every_secret_hash() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    apply(&mut state, &Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 60_000, now_ms: T0 });
+    assert_eq!(
+        apply(&mut state, &Command::DeleteKey { id: "key_a".into(), now_ms: T0 }),
+        Response::KeyDeleted { id: "key_a".into() }
+    );
+    assert!(state.key("key_a").is_none());
+    assert!(state.key_by_secret_hash(&[1; 32]).is_none());
+    assert!(state.key_by_secret_hash(&[2; 32]).is_none());
+    assert_eq!(
+        rejected(apply(&mut state, &Command::DeleteKey { id: "key_a".into(), now_ms: T0 })),
+        Rejection::KeyNotFound { id: "key_a".into() }
+    );
+}
+
+#[test]
+fn expire_marks_due_keys_and_prunes_past_grace_secrets() {
+    let mut state = State::default();
+    let mut due = new_key("key_due", 1);
+    due.expires_at_ms = Some(T0 + 100);
+    apply(&mut state, &Command::CreateKey(Box::new(due)));
+    create(&mut state, "key_rotated", 2);
+    apply(&mut state, &Command::RotateKey { id: "key_rotated".into(), secret: secret(3), grace_ms: 50, now_ms: T0 });
+
+    assert_eq!(
+        apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 49 }),
+        Response::KeysExpired { expired: 0, secrets_pruned: 0 }
+    );
+    assert_eq!(
+        apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 100 }),
+        Response::KeysExpired { expired: 1, secrets_pruned: 1 }
+    );
+    assert_eq!(state.key("key_due").map(|k| k.status), Some(KeyStatus::Expired));
+    assert!(state.key_by_secret_hash(&[2; 32]).is_none());
+    assert!(state.key_by_secret_hash(&[3; 32]).is_some());
+}
+
+#[test]
+fn nodes_register_and_are_forgotten() {
+    let mut state = State::default();
+    let info = NodeInfo {
+        id: 2,
+        peer_addr: "127.0.0.1:7082".into(),
+        admin_addr: "127.0.0.1:9082".into(),
+        proxy_addr: "127.0.0.1:8082".into(),
+        version: "0.1.0".into(),
+        registered_at_ms: T0,
+    };
+    assert_eq!(apply(&mut state, &Command::RegisterNode(info.clone())), Response::NodeUpdated { id: 2 });
+    assert_eq!(state.nodes().get(&2), Some(&info));
+    apply(&mut state, &Command::ForgetNode { id: 2 });
+    assert!(state.nodes().is_empty());
+}
+
+#[test]
+fn pages_follow_id_order_without_gaps() {
+    let mut state = State::default();
+    for i in 0..5u8 {
+        create(&mut state, &format!("key_{i}"), i + 1);
+    }
+    let (first, more) = state.keys_page(None, 2);
+    assert!(more);
+    assert_eq!(first.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["key_0", "key_1"]);
+    let (rest, more) = state.keys_page(Some("key_1"), 10);
+    assert!(!more);
+    assert_eq!(rest.len(), 3);
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let id = (0u8..4).prop_map(|i| format!("key_{i}"));
+    let byte = 1u8..12;
+    let now = 0i64..10_000;
+    prop_oneof![
+        (id.clone(), byte.clone(), now.clone(), proptest::option::of(0i64..20_000)).prop_map(|(id, b, now, exp)| {
+            let mut new = new_key(&id, b);
+            new.now_ms = T0 + now;
+            new.expires_at_ms = exp.map(|e| T0 + e);
+            Command::CreateKey(Box::new(new))
+        }),
+        (id.clone(), byte, 0u64..5_000, now.clone()).prop_map(|(id, b, grace_ms, now)| Command::RotateKey {
+            id,
+            secret: secret(b),
+            grace_ms,
+            now_ms: T0 + now,
+        }),
+        (id.clone(), now.clone()).prop_map(|(id, now)| Command::RevokeKey { id, now_ms: T0 + now }),
+        (id, now.clone()).prop_map(|(id, now)| Command::DeleteKey { id, now_ms: T0 + now }),
+        now.prop_map(|now| Command::ExpireKeys { now_ms: T0 + now }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_history_keeps_the_hash_index_exact_and_is_deterministic(
+        commands in proptest::collection::vec(arb_command(), 0..60)
+    ) {
+        let mut a = State::default();
+        let mut b = State::default();
+        for command in &commands {
+            let before = a.clone();
+            let response = apply(&mut a, command);
+            prop_assert_eq!(&response, &apply(&mut b, command));
+            if matches!(response, Response::Rejected(_)) {
+                prop_assert_eq!(&a, &before);
+            }
+            let mut rebuilt = a.clone();
+            rebuilt.rebuild_indexes();
+            prop_assert_eq!(&rebuilt.key_by_hash, &a.key_by_hash);
+        }
+        // A snapshot round trip reproduces the state, indexes included.
+        let bytes = wire::encode(&a).expect("encode");
+        let mut decoded: State = wire::decode(&bytes).expect("decode");
+        decoded.rebuild_indexes();
+        prop_assert_eq!(decoded, a);
+    }
+}

@@ -1,0 +1,169 @@
+//! Input rules shared by the admin API (which reports every problem at once) and `apply`
+//! (which rejects a command that breaks one, whoever proposed it).
+
+use crate::model::RateLimit;
+
+/// Longest identifier (key ids, tenant ids, route ids in scopes).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest key name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most scopes on one key.
+pub const MAX_SCOPES: usize = 256;
+/// Largest metadata object, as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest rotation grace period: 30 days.
+pub const MAX_GRACE_SECS: u64 = 30 * 24 * 3600;
+/// Longest rate-limit window: one year.
+pub const MAX_WINDOW_SECS: u64 = 366 * 24 * 3600;
+
+/// One broken rule: which field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks an identifier: 1 to 64 characters of `A-Z a-z 0-9 _ - .`, not starting with `.`.
+pub fn id(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} characters"),
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if !value.chars().all(allowed) || value.starts_with('.') {
+        return Err(FieldError::new(
+            field,
+            "may contain only letters, digits, '_', '-' and '.', and may not start with '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a key name: 1 to 128 characters, no control characters.
+pub fn name(value: &str) -> Result<(), FieldError> {
+    let chars = value.chars().count();
+    if value.trim().is_empty() || chars > MAX_NAME_LEN {
+        return Err(FieldError::new(
+            "name",
+            format!("must be 1 to {MAX_NAME_LEN} characters and not blank"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "name",
+            "may not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a scope list: at most 256 entries, each `*` or a route id.
+pub fn scopes(values: &[String]) -> Result<(), FieldError> {
+    if values.len() > MAX_SCOPES {
+        return Err(FieldError::new(
+            "scopes",
+            format!("at most {MAX_SCOPES} entries"),
+        ));
+    }
+    for (index, scope) in values.iter().enumerate() {
+        if scope != "*" {
+            id(&format!("scopes[{index}]"), scope)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a rate limit: at least one request, a window of 1 s to one year.
+pub fn rate_limit(limit: &RateLimit) -> Result<(), FieldError> {
+    if limit.requests == 0 {
+        return Err(FieldError::new(
+            "rate_limit.requests",
+            "must be at least 1",
+        ));
+    }
+    if limit.window_secs == 0 || limit.window_secs > MAX_WINDOW_SECS {
+        return Err(FieldError::new(
+            "rate_limit.window_secs",
+            format!("must be 1 to {MAX_WINDOW_SECS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that an expiry lies after `now_ms`.
+pub fn expires_at(expires_at_ms: i64, now_ms: i64) -> Result<(), FieldError> {
+    if expires_at_ms <= now_ms {
+        return Err(FieldError::new("expires_at", "must be in the future"));
+    }
+    Ok(())
+}
+
+/// Checks the size of the compact JSON metadata.
+pub fn metadata(json: &str) -> Result<(), FieldError> {
+    if json.len() > MAX_METADATA_BYTES {
+        return Err(FieldError::new(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a rotation grace period.
+pub fn grace_secs(value: u64) -> Result<(), FieldError> {
+    if value > MAX_GRACE_SECS {
+        return Err(FieldError::new(
+            "grace_secs",
+            format!("must be at most {MAX_GRACE_SECS}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_the_documented_alphabet_only() {
+        assert!(id("id", "key_AbC-1.2").is_ok());
+        assert!(id("id", "").is_err());
+        assert!(id("id", ".hidden").is_err());
+        assert!(id("id", "a/b").is_err());
+        assert!(id("id", "ключ").is_err());
+        assert!(id("id", &"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn names_reject_blank_and_control_characters() {
+        assert!(name("billing service").is_ok());
+        assert!(name("   ").is_err());
+        assert!(name("a\nb").is_err());
+        assert!(name(&"n".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn limits_need_a_positive_count_and_a_bounded_window() {
+        let ok = RateLimit { requests: 10, window_secs: 60 };
+        assert!(rate_limit(&ok).is_ok());
+        assert!(rate_limit(&RateLimit { requests: 0, ..ok }).is_err());
+        assert!(rate_limit(&RateLimit { window_secs: 0, ..ok }).is_err());
+    }
+
+    #[test]
+    fn scopes_allow_the_wildcard_and_route_ids() {
+        assert!(scopes(&["*".into(), "billing".into()]).is_ok());
+        assert!(scopes(&["bad scope".into()]).is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! The versioned bincode encoding used on disk and between peers.
+//!
+//! Every encoded value starts with a one-byte format version, so a future change of
+//! encoding can be recognised (and migrated) instead of misread.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The current format version marker.
+pub const FORMAT_V1: u8 = 1;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("empty input")]
+    Empty,
+    #[error("unknown format version {0}")]
+    UnknownVersion(u8),
+    #[error("malformed body: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("cannot encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("{0} trailing bytes after the value")]
+    TrailingBytes(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    // A limit keeps a hostile length prefix from allocating unbounded memory.
+    bincode::config::standard().with_limit::<{ 256 * 1024 * 1024 }>()
+}
+
+/// Encodes `value` with the version marker.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![FORMAT_V1];
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`], refusing unknown versions and trailing bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != FORMAT_V1 {
+        return Err(WireError::UnknownVersion(version));
+    }
+    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
+    if read != body.len() {
+        return Err(WireError::TrailingBytes(body.len() - read));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_with_a_version_marker() {
+        let bytes = encode(&("key_1", 42u64)).expect("encode");
+        assert_eq!(bytes[0], FORMAT_V1);
+        let back: (String, u64) = decode(&bytes).expect("decode");
+        assert_eq!(back, ("key_1".to_owned(), 42));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(decode::<u64>(&[]), Err(WireError::Empty)));
+        assert!(matches!(decode::<u64>(&[9, 1]), Err(WireError::UnknownVersion(9))));
+        assert!(decode::<String>(&[FORMAT_V1, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(matches!(decode::<u8>(&[FORMAT_V1, 1, 2]), Err(WireError::TrailingBytes(1))));
+    }
+}

@@ -1,0 +1,5 @@
+//! Long-lived background duties, one actix actor per job. Each actor is a thin shell over
+//! a pure decision function that is tested without a runtime.
+
+pub mod announcer;
+pub mod janitor;

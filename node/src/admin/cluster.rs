@@ -1,0 +1,123 @@
+//! `/v1/cluster`: the cluster view and membership changes.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::body::AdminJson;
+use super::error::ApiError;
+use super::AdminContext;
+use crate::cluster_handle::ClusterView;
+
+#[derive(Serialize)]
+struct MemberBody {
+    id: u64,
+    peer_addr: String,
+    voter: bool,
+    admin_addr: Option<String>,
+    proxy_addr: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterBody {
+    node_id: u64,
+    leader_id: Option<u64>,
+    term: u64,
+    state: String,
+    last_applied: Option<u64>,
+    members: Vec<MemberBody>,
+}
+
+fn body(view: ClusterView, ctx: &AdminContext) -> ClusterBody {
+    let applied = ctx.cluster.shared().read();
+    let nodes = applied.state.nodes();
+    let members = view
+        .members
+        .into_iter()
+        .map(|m| {
+            let info = nodes.get(&m.id);
+            MemberBody {
+                id: m.id,
+                peer_addr: m.peer_addr,
+                voter: m.voter,
+                admin_addr: info.map(|i| i.admin_addr.clone()),
+                proxy_addr: info.map(|i| i.proxy_addr.clone()),
+            }
+        })
+        .collect();
+    ClusterBody {
+        node_id: view.node_id,
+        leader_id: view.leader_id,
+        term: view.term,
+        state: format!("{:?}", view.state).to_lowercase(),
+        last_applied: view.last_applied,
+        members,
+    }
+}
+
+/// `GET /v1/cluster`: this node's view.
+pub async fn show(_: Admin, ctx: web::Data<AdminContext>) -> HttpResponse {
+    let view = ctx.cluster.view();
+    HttpResponse::Ok().json(body(view, &ctx))
+}
+
+fn default_voter() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    id: u64,
+    peer_addr: String,
+    #[serde(default = "default_voter")]
+    voter: bool,
+}
+
+/// `POST /v1/cluster/members`: adds a learner, waits for it to catch up, promotes it.
+pub async fn add_member(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    request: AdminJson<AddMemberRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = request.0;
+    let mut problems = Vec::new();
+    if request.id == 0 {
+        problems.push(cluster::validate::FieldError::new("id", "must be at least 1"));
+    }
+    if crate::config::parse_initial_cluster(&format!("1={}", request.peer_addr)).is_err()
+        || request.peer_addr.contains([',', '=', '/', ' '])
+    {
+        problems.push(cluster::validate::FieldError::new("peer_addr", "must be host:port"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let log_index = ctx
+        .cluster
+        .add_member(request.id, request.peer_addr.clone(), request.voter)
+        .await?;
+    tracing::info!(node = request.id, voter = request.voter, "member added");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": request.id,
+        "peer_addr": request.peer_addr,
+        "voter": request.voter,
+        "log_index": log_index,
+    })))
+}
+
+/// `DELETE /v1/cluster/members/{id}`.
+pub async fn remove_member(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = id.into_inner();
+    let id: u64 = raw
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::InvalidId(raw.chars().take(40).collect()))?;
+    let log_index = ctx.cluster.remove_member(id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "removed": true, "log_index": log_index })))
+}

@@ -1,0 +1,247 @@
+//! `/v1/keys`: create, list, get, rotate, revoke, delete.
+
+use actix_web::{web, HttpResponse};
+use chrono::DateTime;
+use cluster::command::NewKey;
+use cluster::validate::{self, FieldError};
+use cluster::{secret, Command, KeySecret, Response};
+use serde::Deserialize;
+
+use super::auth::Admin;
+use super::body::AdminJson;
+use super::error::ApiError;
+use super::views::{now_ms, KeyView, KeyWithSecret, RateLimitBody};
+use super::{read_barrier, AdminContext, Consistency};
+
+/// Default and largest page sizes of `GET /v1/keys`.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    name: String,
+    tenant: Option<String>,
+    scopes: Option<Vec<String>>,
+    rate_limit: Option<RateLimitBody>,
+    expires_at: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    #[serde(default)]
+    grace_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyRequest {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// Validates the request, reporting every problem, and builds the command to propose.
+fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, String), ApiError> {
+    let mut problems: Vec<FieldError> = Vec::new();
+    let mut check = |result: Result<(), FieldError>| {
+        if let Err(problem) = result {
+            problems.push(problem);
+        }
+    };
+    check(validate::name(&request.name));
+    if let Some(tenant) = &request.tenant {
+        check(validate::id("tenant", tenant));
+    }
+    let scopes = request.scopes.unwrap_or_else(|| vec!["*".to_owned()]);
+    check(validate::scopes(&scopes));
+    if let Some(limit) = request.rate_limit {
+        check(validate::rate_limit(&limit.into()));
+    }
+    let expires_at_ms = match request.expires_at.as_deref().map(DateTime::parse_from_rfc3339) {
+        None => None,
+        Some(Ok(at)) => {
+            let ms = at.timestamp_millis();
+            check(validate::expires_at(ms, now_ms));
+            Some(ms)
+        }
+        Some(Err(_)) => {
+            check(Err(FieldError::new("expires_at", "must be an RFC 3339 timestamp")));
+            None
+        }
+    };
+    let metadata_json = serde_json::Value::Object(request.metadata.unwrap_or_default()).to_string();
+    check(validate::metadata(&metadata_json));
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+
+    let mut rng = rand::thread_rng();
+    let generated = secret::generate(&mut rng);
+    let id = secret::generate_id("key_", &mut rng);
+    let command = Command::CreateKey(Box::new(NewKey {
+        id,
+        name: request.name,
+        tenant: request.tenant,
+        scopes,
+        rate_limit: request.rate_limit.map(Into::into),
+        expires_at_ms,
+        metadata_json,
+        secret: KeySecret {
+            hash: generated.hash,
+            prefix: generated.display_prefix,
+            created_at_ms: now_ms,
+            valid_until_ms: None,
+        },
+        now_ms,
+    }));
+    Ok((command, generated.plaintext))
+}
+
+/// `POST /v1/keys`: creates a key; the answer is the only time its secret is shown.
+pub async fn create(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    body: AdminJson<CreateKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = now_ms();
+    let (command, plaintext) = new_key_command(body.0, now)?;
+    let written = ctx.cluster.write(command).await?;
+    let view = key_view(written.response, now)?;
+    tracing::info!(key_id = %view.id, "key created");
+    Ok(HttpResponse::Created().json(KeyWithSecret { key: plaintext, view }))
+}
+
+/// `GET /v1/keys`: a page of keys in id order.
+pub async fn list(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::InvalidQuery(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    if let Some(cursor) = &query.cursor {
+        validate::id("cursor", cursor).map_err(|_| ApiError::InvalidQuery("cursor is malformed".into()))?;
+    }
+    read_barrier(&ctx, query.consistency).await?;
+    let now = now_ms();
+    let applied = ctx.cluster.shared().read();
+    let (page, more) = applied.state.keys_page(query.cursor.as_deref(), limit);
+    let next_cursor = if more { page.last().map(|k| k.id.clone()) } else { None };
+    let keys: Vec<KeyView> = page.into_iter().map(|k| KeyView::new(k, now)).collect();
+    drop(applied);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": keys, "next_cursor": next_cursor })))
+}
+
+/// `GET /v1/keys/{id}`.
+pub async fn get(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = key_id(id.into_inner())?;
+    read_barrier(&ctx, query.consistency).await?;
+    let applied = ctx.cluster.shared().read();
+    let view = applied
+        .state
+        .key(&id)
+        .map(|k| KeyView::new(k, now_ms()))
+        .ok_or_else(|| ApiError::NotFound(format!("key {id} does not exist")))?;
+    drop(applied);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /v1/keys/{id}/rotate`: a new secret; the old one works for `grace_secs` more.
+pub async fn rotate(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    body: AdminJson<RotateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = key_id(id.into_inner())?;
+    validate::grace_secs(body.0.grace_secs).map_err(|p| ApiError::Validation(vec![p]))?;
+    let now = now_ms();
+    let generated = secret::generate(&mut rand::thread_rng());
+    let command = Command::RotateKey {
+        id,
+        secret: KeySecret {
+            hash: generated.hash,
+            prefix: generated.display_prefix,
+            created_at_ms: now,
+            valid_until_ms: None,
+        },
+        grace_ms: body.0.grace_secs * 1000,
+        now_ms: now,
+    };
+    let written = ctx.cluster.write(command).await?;
+    let view = key_view(written.response, now)?;
+    tracing::info!(key_id = %view.id, "key rotated");
+    Ok(HttpResponse::Ok().json(KeyWithSecret {
+        key: generated.plaintext,
+        view,
+    }))
+}
+
+/// `POST /v1/keys/{id}/revoke`.
+pub async fn revoke(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    _body: AdminJson<EmptyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = key_id(id.into_inner())?;
+    let now = now_ms();
+    let written = ctx.cluster.write(Command::RevokeKey { id, now_ms: now }).await?;
+    let view = key_view(written.response, now)?;
+    tracing::info!(key_id = %view.id, "key revoked");
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /v1/keys/{id}`.
+pub async fn delete(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = key_id(id.into_inner())?;
+    let written = ctx.cluster.write(Command::DeleteKey { id, now_ms: now_ms() }).await?;
+    match written.response {
+        Response::KeyDeleted { id } => {
+            tracing::info!(key_id = %id, "key deleted");
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+        }
+        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        other => Err(ApiError::Internal(format!("unexpected apply outcome {other:?}"))),
+    }
+}
+
+fn key_id(id: String) -> Result<String, ApiError> {
+    validate::id("id", &id).map_err(|_| ApiError::InvalidId(id.chars().take(80).collect()))?;
+    Ok(id)
+}
+
+fn key_view(response: Response, now: i64) -> Result<KeyView, ApiError> {
+    match response {
+        Response::Key(record) => Ok(KeyView::new(&record, now)),
+        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        other => Err(ApiError::Internal(format!("unexpected apply outcome {other:?}"))),
+    }
+}

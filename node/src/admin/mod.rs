@@ -1,0 +1,77 @@
+//! The cluster admin API on the admin listener: JSON under `/v1/`, bearer-token protected,
+//! plus the unauthenticated health probes.
+
+mod auth;
+mod body;
+mod cluster;
+mod error;
+mod health;
+mod keys;
+mod views;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+pub use auth::AdminTokenDigest;
+pub use error::ApiError;
+
+use crate::cluster_handle::ClusterHandle;
+
+/// What admin handlers share.
+pub struct AdminContext {
+    pub cluster: ClusterHandle,
+}
+
+/// Read consistency of a GET: the local replica (default) or through the leader's read index.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    #[default]
+    Local,
+    Linearizable,
+}
+
+/// Waits for the leader's read index when the caller asked for a linearizable read.
+async fn read_barrier(ctx: &AdminContext, consistency: Consistency) -> Result<(), ApiError> {
+    if consistency == Consistency::Linearizable {
+        ctx.cluster.linearizable_barrier().await?;
+    }
+    Ok(())
+}
+
+/// Registers every admin route on `config`.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()))
+        .app_data(web::PathConfig::default().error_handler(|error, _| ApiError::InvalidId(error.to_string()).into()))
+        .service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/v1/cluster").route(web::get().to(cluster::show)))
+        .service(resource("/v1/cluster/members").route(web::post().to(cluster::add_member)))
+        .service(resource("/v1/cluster/members/{id}").route(web::delete().to(cluster::remove_member)))
+        .service(
+            resource("/v1/keys")
+                .route(web::post().to(keys::create))
+                .route(web::get().to(keys::list)),
+        )
+        .service(
+            resource("/v1/keys/{id}")
+                .route(web::get().to(keys::get))
+                .route(web::delete().to(keys::delete)),
+        )
+        .service(resource("/v1/keys/{id}/rotate").route(web::post().to(keys::rotate)))
+        .service(resource("/v1/keys/{id}/revoke").route(web::post().to(keys::revoke)))
+        .default_service(web::to(not_found));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no such endpoint: {}", req.path().chars().take(200).collect::<String>())))
+}

@@ -1,0 +1,85 @@
+//! Command-line interface. Every `serve` flag also reads a `CREDENTIALFLOW_*` environment
+//! variable; flags and variables win over the `--config` file, which wins over defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// credentialflow: a clustered API gateway whose credentials, revocations and limits are
+/// replicated through Raft.
+#[derive(Debug, Parser)]
+#[command(name = "credentialflow", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a gateway node.
+    Serve(Box<ServeArgs>),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `credentialflow serve`. Unset flags fall back to the config file, then defaults.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file; flags and environment variables override its values.
+    #[arg(long, env = "CREDENTIALFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's Raft id (default 1).
+    #[arg(long, env = "CREDENTIALFLOW_ID")]
+    pub id: Option<u64>,
+    /// Directory for the Raft log, snapshots and the generated admin token (default ./data).
+    #[arg(long, env = "CREDENTIALFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Proxy (data plane) listener (default 127.0.0.1:8080).
+    #[arg(long, env = "CREDENTIALFLOW_PROXY_ADDR")]
+    pub proxy_addr: Option<String>,
+    /// Admin API listener (default 127.0.0.1:9080).
+    #[arg(long, env = "CREDENTIALFLOW_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
+    /// Peer listener for Raft RPCs and forwarding (default 127.0.0.1:7080).
+    #[arg(long, env = "CREDENTIALFLOW_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// Static bootstrap: "1=host:peerport,2=host:peerport,3=host:peerport".
+    #[arg(long, env = "CREDENTIALFLOW_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Start uninitialised and wait to be added with POST /v1/cluster/members.
+    #[arg(long, env = "CREDENTIALFLOW_JOIN")]
+    pub join: bool,
+    /// Bearer token for the admin API; generated into <data-dir>/admin-token when unset.
+    #[arg(long, env = "CREDENTIALFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Log format.
+    #[arg(long, env = "CREDENTIALFLOW_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. "info" or "credentialflow=debug,openraft=warn".
+    #[arg(long, env = "CREDENTIALFLOW_LOG")]
+    pub log: Option<String>,
+    /// Raft heartbeat interval, e.g. "100ms".
+    #[arg(long, env = "CREDENTIALFLOW_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    /// Minimum Raft election timeout, e.g. "600ms" (the maximum is twice this).
+    #[arg(long, env = "CREDENTIALFLOW_ELECTION_TIMEOUT")]
+    pub election_timeout: Option<String>,
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "CREDENTIALFLOW_SNAPSHOT_THRESHOLD")]
+    pub snapshot_threshold: Option<u64>,
+    /// Log entries kept after a snapshot (older ones are purged).
+    #[arg(long, env = "CREDENTIALFLOW_SNAPSHOT_KEEP_LOGS")]
+    pub snapshot_keep_logs: Option<u64>,
+    /// How long a member may take to catch up before it is promoted, e.g. "60s".
+    #[arg(long, env = "CREDENTIALFLOW_CATCH_UP_TIMEOUT")]
+    pub catch_up_timeout: Option<String>,
+    /// How often expired keys and past-grace secrets are swept, e.g. "10s".
+    #[arg(long, env = "CREDENTIALFLOW_EXPIRY_INTERVAL")]
+    pub expiry_interval: Option<String>,
+}

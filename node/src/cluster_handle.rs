@@ -1,0 +1,523 @@
+//! The node's handle on its Raft group: writes (forwarded to the leader when needed),
+//! membership changes, linearizable read barriers and the cluster view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerError, PeerRegistry};
+use cluster::types::{Node, NodeId, Raft};
+use cluster::{Command, Response};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use storage::SharedState;
+use tokio::runtime::Handle;
+
+use crate::config::{Bootstrap, NodeConfig};
+use crate::raft_runtime::RaftRuntime;
+
+/// How long a client operation may wait for a leader before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a proposal may take to commit before its outcome is reported unknown.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest snapshot chunk sent per InstallSnapshot RPC.
+const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Why a cluster operation failed. Each variant maps to one API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no leader is reachable; the cluster is electing one or has lost its majority")]
+    NoLeader,
+    #[error("the write was sent but its outcome is unknown: {0}")]
+    OutcomeUnknown(String),
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
+    #[error("node {id} did not catch up within {waited_ms} ms; it stays a learner")]
+    CatchUpTimeout { id: NodeId, waited_ms: u64 },
+    #[error("node {id} is not a member")]
+    NotMember { id: NodeId },
+    #[error("the node is shutting down or failed: {0}")]
+    Unavailable(String),
+}
+
+impl From<ForwardError> for ClusterError {
+    fn from(error: ForwardError) -> Self {
+        match error {
+            ForwardError::NotLeader { .. } => ClusterError::NoLeader,
+            ForwardError::MembershipRefused(reason) => ClusterError::MembershipRefused(reason),
+            ForwardError::NotMember { id } => ClusterError::NotMember { id },
+            ForwardError::CatchUpTimeout { id, waited_ms } => {
+                ClusterError::CatchUpTimeout { id, waited_ms }
+            }
+            ForwardError::Unavailable(reason) => ClusterError::Unavailable(reason),
+        }
+    }
+}
+
+/// Why the Raft node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] storage::StorageOpenError),
+    #[error("invalid Raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+}
+
+/// A committed write: what `apply` answered, and where in the log.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub response: Response,
+    pub log_index: u64,
+}
+
+/// One member as seen by this node.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub peer_addr: String,
+    pub voter: bool,
+}
+
+/// This node's view of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub state: ServerState,
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub members: Vec<MemberView>,
+}
+
+impl ClusterView {
+    /// Returns whether this node is a member with a known leader and has applied what it
+    /// holds (within `max_lag` entries).
+    pub fn is_ready(&self, max_lag: u64) -> bool {
+        let member = self.members.iter().any(|m| m.id == self.node_id);
+        let applied = self.last_applied.unwrap_or(0);
+        let held = self.last_log_index.unwrap_or(0);
+        member && self.leader_id.is_some() && applied + max_lag >= held
+    }
+}
+
+/// A cheap, cloneable handle on the running Raft node.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    runtime: Handle,
+    peers: PeerRegistry,
+    shared: SharedState,
+    membership_lock: tokio::sync::Mutex<()>,
+    catch_up_timeout: Duration,
+}
+
+impl ClusterHandle {
+    /// Opens storage, starts openraft on `runtime` and bootstraps as configured.
+    pub async fn start(config: &NodeConfig, runtime: Handle) -> Result<Self, StartError> {
+        let raft_dir = config.data_dir.join("raft");
+        std::fs::create_dir_all(&raft_dir)
+            .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", raft_dir.display())))?;
+        let (log_store, state_machine) = storage::open(&raft_dir)?;
+        let shared = state_machine.shared();
+        let raft_config = openraft::Config {
+            cluster_name: "credentialflow".to_owned(),
+            heartbeat_interval: millis(config.raft.heartbeat_interval),
+            election_timeout_min: millis(config.raft.election_timeout_min),
+            election_timeout_max: millis(config.raft.election_timeout_min * 2),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_threshold),
+            max_in_snapshot_log_to_keep: config.raft.snapshot_keep_logs,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let peers = PeerRegistry::default();
+        let id = config.id;
+        let network = peers.clone();
+        let raft = RaftRuntime::run(&runtime, async move {
+            Raft::new(id, Arc::new(raft_config), network, log_store, state_machine).await
+        })
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let handle = Self {
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                runtime,
+                peers,
+                shared,
+                membership_lock: tokio::sync::Mutex::new(()),
+                catch_up_timeout: config.raft.catch_up_timeout,
+            }),
+        };
+        handle.bootstrap(config).await?;
+        Ok(handle)
+    }
+
+    async fn bootstrap(&self, config: &NodeConfig) -> Result<(), StartError> {
+        let members: BTreeMap<NodeId, Node> = match &config.bootstrap {
+            Bootstrap::Join => return Ok(()),
+            Bootstrap::SingleNode => {
+                BTreeMap::from([(config.id, Node::new(config.advertised_peer_addr.clone()))])
+            }
+            Bootstrap::InitialCluster(members) => members
+                .iter()
+                .map(|(id, addr)| (*id, Node::new(addr.clone())))
+                .collect(),
+        };
+        let raft = self.inner.raft.clone();
+        let outcome = self
+            .run(async move {
+                if raft.is_initialized().await.map_err(|e| e.to_string())? {
+                    return Ok(false);
+                }
+                raft.initialize(members).await.map_err(|e| e.to_string())?;
+                Ok::<bool, String>(true)
+            })
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
+            .map_err(StartError::Raft)?;
+        if outcome {
+            tracing::info!("cluster initialised on first start");
+        } else {
+            tracing::info!("existing cluster state found; rejoining without bootstrap");
+        }
+        Ok(())
+    }
+
+    /// Runs `future` on the Raft runtime.
+    async fn run<F>(&self, future: F) -> Result<F::Output, ClusterError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        RaftRuntime::run(&self.inner.runtime, future)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))
+    }
+
+    /// Returns this node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Returns the applied state for local reads.
+    pub fn shared(&self) -> &SharedState {
+        &self.inner.shared
+    }
+
+    /// Returns the pooled peer clients.
+    pub fn peers(&self) -> &PeerRegistry {
+        &self.inner.peers
+    }
+
+    /// Returns the Raft handle, for the peer listener.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Returns the Raft runtime handle, for the peer listener.
+    pub fn runtime(&self) -> &Handle {
+        &self.inner.runtime
+    }
+
+    /// Returns the current Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<NodeId, Node> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// Returns this node's view of the cluster.
+    pub fn view(&self) -> ClusterView {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberView {
+                id: *id,
+                peer_addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        ClusterView {
+            node_id: self.inner.id,
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            state: metrics.state,
+            last_applied: metrics.last_applied.map(|id| id.index),
+            last_log_index: metrics.last_log_index,
+            members,
+        }
+    }
+
+    /// Proposes `command` through the leader and returns its applied outcome.
+    pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
+        match self.through_leader(ForwardRequest::Write(command)).await? {
+            ForwardResponse::Written { response, log_index } => Ok(Written { response, log_index }),
+            other => Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Adds a member (learner first, voter once caught up when `voter`).
+    pub async fn add_member(&self, id: NodeId, peer_addr: String, voter: bool) -> Result<u64, ClusterError> {
+        match self.through_leader(ForwardRequest::AddMember { id, peer_addr, voter }).await? {
+            ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
+            other => Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, id: NodeId) -> Result<u64, ClusterError> {
+        let log_index = match self.through_leader(ForwardRequest::RemoveMember { id }).await? {
+            ForwardResponse::MembershipChanged { log_index } => log_index,
+            other => return Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+        };
+        if let Err(error) = self.write(Command::ForgetNode { id }).await {
+            tracing::warn!(node = id, %error, "member removed but its node info was not cleared");
+        }
+        Ok(log_index)
+    }
+
+    /// Waits until this node has applied everything the leader had committed when the call
+    /// was made, so that a following local read is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<(), ClusterError> {
+        let index = match self.through_leader(ForwardRequest::ReadIndex).await? {
+            ForwardResponse::ReadIndex { index } => index,
+            other => return Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+        };
+        let raft = self.inner.raft.clone();
+        self.run(async move {
+            raft.wait(Some(COMMIT_TIMEOUT))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+        })
+        .await?
+        .map(|_| ())
+        .map_err(|e| ClusterError::Unavailable(format!("replica did not catch up: {e}")))
+    }
+
+    /// Sends `request` to the leader (itself included), retrying while leadership moves.
+    async fn through_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ClusterError> {
+        let this = self.clone();
+        self.run(async move { this.through_leader_on_runtime(request).await })
+            .await?
+    }
+
+    async fn through_leader_on_runtime(&self, request: ForwardRequest) -> Result<ForwardResponse, ClusterError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut metrics_changes = self.inner.raft.metrics();
+        loop {
+            let (leader, leader_addr) = {
+                let metrics = metrics_changes.borrow_and_update();
+                let leader = metrics.current_leader;
+                let addr = leader.and_then(|id| {
+                    metrics
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|node| node.addr.clone())
+                });
+                (leader, addr)
+            };
+            match (leader, leader_addr) {
+                (Some(leader), _) if leader == self.inner.id => {
+                    match self.perform_as_leader(request.clone()).await {
+                        Err(ForwardError::NotLeader { .. }) => {}
+                        outcome => return outcome.map_err(ClusterError::from),
+                    }
+                }
+                (Some(_), Some(addr)) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    let client = self
+                        .inner
+                        .peers
+                        .client(&addr)
+                        .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                    match client.forward(&request, remaining + COMMIT_TIMEOUT).await {
+                        Ok(Err(ForwardError::NotLeader { .. })) => {}
+                        Ok(outcome) => return outcome.map_err(ClusterError::from),
+                        Err(PeerError::Unreachable { .. }) => {}
+                        Err(error) if matches!(request, ForwardRequest::ReadIndex) => {
+                            tracing::debug!(%error, "read index request failed; retrying");
+                        }
+                        Err(error) => return Err(ClusterError::OutcomeUnknown(error.to_string())),
+                    }
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NoLeader);
+            }
+            // Wake on the next metrics change (a new leader), or re-check shortly.
+            let _ = tokio::time::timeout(Duration::from_millis(100), metrics_changes.changed()).await;
+        }
+    }
+
+    /// Performs a forwarded operation on this node, which must be the leader.
+    pub async fn perform_as_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
+        match request {
+            ForwardRequest::Write(command) => self.propose(command).await,
+            ForwardRequest::AddMember { id, peer_addr, voter } => self.add_as_leader(id, peer_addr, voter).await,
+            ForwardRequest::RemoveMember { id } => self.remove_as_leader(id).await,
+            ForwardRequest::ReadIndex => self.read_index_as_leader().await,
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<ForwardResponse, ForwardError> {
+        let written = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(command))
+            .await
+            .map_err(|_| ForwardError::Unavailable("the write did not commit in time; its outcome is unknown".into()))?;
+        match written {
+            Ok(reply) => Ok(ForwardResponse::Written {
+                response: reply.data,
+                log_index: reply.log_id.index,
+            }),
+            Err(error) => Err(write_error(error)),
+        }
+    }
+
+    async fn read_index_as_leader(&self) -> Result<ForwardResponse, ForwardError> {
+        let read = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.ensure_linearizable())
+            .await
+            .map_err(|_| ForwardError::Unavailable("leadership could not be confirmed in time".into()))?;
+        match read {
+            Ok(log_id) => Ok(ForwardResponse::ReadIndex {
+                index: log_id.map_or(0, |id| id.index),
+            }),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(ForwardError::NotLeader { leader: forward.leader_id })
+            }
+            Err(error) => Err(ForwardError::Unavailable(error.to_string())),
+        }
+    }
+
+    async fn add_as_leader(&self, id: NodeId, peer_addr: String, voter: bool) -> Result<ForwardResponse, ForwardError> {
+        let _serialised = self.inner.membership_lock.lock().await;
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.inner.id) {
+            return Err(ForwardError::NotLeader { leader: metrics.current_leader });
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if let Some(existing) = membership.get_node(&id) {
+            if existing.addr != peer_addr {
+                return Err(ForwardError::MembershipRefused(format!(
+                    "node {id} is already a member at {}",
+                    existing.addr
+                )));
+            }
+            if is_voter || !voter {
+                let index = metrics.membership_config.log_id().map_or(0, |l| l.index);
+                return Ok(ForwardResponse::MembershipChanged { log_index: index });
+            }
+        } else {
+            let added = self
+                .inner
+                .raft
+                .add_learner(id, Node::new(peer_addr), false)
+                .await
+                .map_err(write_error)?;
+            tracing::info!(node = id, log_index = added.log_id.index, "learner added");
+        }
+
+        let target = self.metrics().last_log_index.unwrap_or(0);
+        let caught_up = self
+            .inner
+            .raft
+            .wait(Some(self.inner.catch_up_timeout))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .and_then(|matched| matched.as_ref())
+                        .is_some_and(|matched| matched.index >= target)
+                },
+                "new member caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(ForwardError::CatchUpTimeout {
+                id,
+                waited_ms: millis(self.inner.catch_up_timeout),
+            });
+        }
+        if !voter {
+            return Ok(ForwardResponse::MembershipChanged { log_index: target });
+        }
+        let promoted = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
+        tracing::info!(node = id, log_index = promoted.log_id.index, "member promoted to voter");
+        Ok(ForwardResponse::MembershipChanged {
+            log_index: promoted.log_id.index,
+        })
+    }
+
+    async fn remove_as_leader(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
+        let _serialised = self.inner.membership_lock.lock().await;
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.inner.id) {
+            return Err(ForwardError::NotLeader { leader: metrics.current_leader });
+        }
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ForwardError::MembershipRefused("cannot remove the last voter".into()));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if membership.get_node(&id).is_some() {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(ForwardError::NotMember { id });
+        };
+        let changed = self
+            .inner
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        tracing::info!(node = id, log_index = changed.log_id.index, "member removed");
+        Ok(ForwardResponse::MembershipChanged {
+            log_index: changed.log_id.index,
+        })
+    }
+
+    /// Stops Raft; in-flight proposals fail, storage is closed when the last handle drops.
+    pub async fn shutdown(&self) {
+        let raft = self.inner.raft.clone();
+        if let Err(error) = self.run(async move { raft.shutdown().await }).await {
+            tracing::warn!(%error, "raft shutdown did not complete cleanly");
+        }
+    }
+}
+
+fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> ForwardError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ForwardError::NotLeader {
+            leader: forward.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(refused)) => {
+            ForwardError::MembershipRefused(refused.to_string())
+        }
+        RaftError::Fatal(fatal) => ForwardError::Unavailable(fatal.to_string()),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

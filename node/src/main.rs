@@ -1,0 +1,56 @@
+//! The `credentialflow` binary.
+//!
+//! # Layout
+//!
+//! - [`cli`], [`config`]: flags, environment and TOML → a validated `NodeConfig`.
+//! - [`app`]: `serve`: start-up and ordered shutdown.
+//! - [`raft_runtime`], [`cluster_handle`]: openraft on its own runtime; writes, forwarding,
+//!   membership and read barriers.
+//! - [`peer_server`]: the peer listener (Raft RPCs, forwarded writes).
+//! - [`admin`]: the admin API and health probes.
+//! - [`proxy`]: the data-plane listener.
+//! - [`actors`]: background duties (expiry janitor, node announcer).
+
+#![forbid(unsafe_code)]
+
+mod actors;
+mod admin;
+mod admin_token;
+mod app;
+mod cli;
+mod clock;
+mod cluster_handle;
+mod config;
+mod logging;
+mod peer_server;
+mod proxy;
+mod raft_runtime;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve(args) => {
+            let config = match config::NodeConfig::load(&args) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("credentialflow: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            logging::init(config.log_format, &config.log_filter);
+            let system = actix_rt::System::new();
+            match system.block_on(app::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "credentialflow stopped");
+                    eprintln!("credentialflow: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

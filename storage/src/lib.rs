@@ -1,0 +1,26 @@
+//! RocksDB storage of credentialflow: the Raft log and the state machine with snapshots.
+//!
+//! # Layout
+//!
+//! - [`db`]: opening the database, column families, typed metadata keys.
+//! - [`log_store`]: openraft's `RaftLogStorage`, acknowledging appends only once the WAL is
+//!   synced, with group commit through [`flusher`].
+//! - [`state_machine`]: openraft's `RaftStateMachine`: applies entries to the in-memory
+//!   [`cluster::State`] and persists it as snapshots (restart = snapshot + log replay).
+//!
+//! Durability rules: big-endian log indexes, every persisted value carries a format version
+//! (`cluster::wire`), the vote is synced before it is acknowledged, a snapshot's data and its
+//! metadata are written in one synced batch.
+
+#![forbid(unsafe_code)]
+
+pub mod db;
+pub mod error;
+mod flusher;
+pub mod log_store;
+pub mod state_machine;
+
+pub use db::open;
+pub use error::StorageOpenError;
+pub use log_store::LogStore;
+pub use state_machine::{AppliedState, SharedState, StateMachineStore};

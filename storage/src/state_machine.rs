@@ -1,0 +1,239 @@
+//! The state machine: the in-memory replicated [`State`], persisted as snapshots.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use cluster::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership};
+use cluster::{apply, wire, Response, State, TypeConfig};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{cf, CF_SM, SNAPSHOT_KEY};
+use crate::error::{io_error, StorageOpenError};
+
+/// The applied state with the log position it reflects.
+#[derive(Debug, Default, Clone)]
+pub struct AppliedState {
+    /// The last log entry applied to `state`.
+    pub last_applied: Option<LogId>,
+    /// The membership as of `last_applied`.
+    pub last_membership: StoredMembership,
+    /// The replicated model.
+    pub state: State,
+}
+
+/// A read handle on the applied state, shared with the node's admin reads.
+#[derive(Debug, Default, Clone)]
+pub struct SharedState {
+    inner: Arc<RwLock<AppliedState>>,
+}
+
+impl SharedState {
+    /// Returns a read guard. Hold it briefly: apply waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn replace(&self, applied: AppliedState) {
+        *self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = applied;
+    }
+}
+
+/// A persisted snapshot: its metadata and the encoded [`State`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The openraft state machine over [`SharedState`], snapshotting into RocksDB.
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    shared: SharedState,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring the last snapshot if there is one; openraft then
+    /// replays committed log entries after it.
+    pub(crate) fn restore(db: Arc<DB>) -> Result<Self, StorageOpenError> {
+        let shared = SharedState::default();
+        if let Some(snapshot) = load_snapshot(&db)? {
+            let state = decode_state(&snapshot.data).map_err(|source| StorageOpenError::Corrupt {
+                what: "snapshot state",
+                source,
+            })?;
+            shared.replace(AppliedState {
+                last_applied: snapshot.meta.last_log_id,
+                last_membership: snapshot.meta.last_membership.clone(),
+                state,
+            });
+        }
+        Ok(Self {
+            db,
+            shared,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Returns the handle the node reads the applied state through.
+    pub fn shared(&self) -> SharedState {
+        self.shared.clone()
+    }
+}
+
+fn load_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, StorageOpenError> {
+    let Some(bytes) = db.get_cf(cf(db, CF_SM), SNAPSHOT_KEY)? else {
+        return Ok(None);
+    };
+    wire::decode(&bytes)
+        .map(Some)
+        .map_err(|source| StorageOpenError::Corrupt {
+            what: "snapshot",
+            source,
+        })
+}
+
+fn decode_state(bytes: &[u8]) -> Result<State, wire::WireError> {
+    let mut state: State = wire::decode(bytes)?;
+    state.rebuild_indexes();
+    Ok(state)
+}
+
+/// Writes a snapshot durably: metadata and data in one synced batch.
+fn persist_snapshot(db: &DB, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+    let subject = ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
+    let bytes = wire::encode(snapshot).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_SM), SNAPSHOT_KEY, bytes);
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(batch, &options)
+        .map_err(|e| io_error(subject, ErrorVerb::Write, e))
+}
+
+/// Builds snapshots from a copy of the state taken when the builder was created.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    copy: AppliedState,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = wire::encode(&self.copy.state)
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let snapshot_id = match &self.copy.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
+            None => format!("empty-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.copy.last_applied,
+            last_membership: self.copy.last_membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot { meta, data };
+        persist_snapshot(&self.db, &stored)?;
+        tracing::info!(
+            last_log = ?stored.meta.last_log_id,
+            bytes = stored.data.len(),
+            "snapshot built"
+        );
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut guard = self
+            .shared
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let applied = &mut *guard;
+        let mut responses = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Empty,
+                EntryPayload::Normal(command) => apply(&mut applied.state, &command),
+                EntryPayload::Membership(membership) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Response::Empty
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            copy: self.shared.read().clone(),
+            seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let state = decode_state(&data).map_err(|e| io_error(subject, ErrorVerb::Read, e))?;
+        persist_snapshot(
+            &self.db,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            },
+        )?;
+        self.shared.replace(AppliedState {
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            state,
+        });
+        tracing::info!(last_log = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored = load_snapshot(&self.db)
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
