@@ -89,6 +89,8 @@ pub struct ClusterView {
     pub state: ServerState,
     pub last_applied: Option<u64>,
     pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
     pub members: Vec<MemberView>,
 }
 
@@ -216,11 +218,6 @@ impl ClusterHandle {
         &self.inner.shared
     }
 
-    /// Returns the pooled peer clients.
-    pub fn peers(&self) -> &PeerRegistry {
-        &self.inner.peers
-    }
-
     /// Returns the Raft handle, for the peer listener.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
@@ -256,6 +253,8 @@ impl ClusterHandle {
             state: metrics.state,
             last_applied: metrics.last_applied.map(|id| id.index),
             last_log_index: metrics.last_log_index,
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
             members,
         }
     }

@@ -25,6 +25,9 @@ struct ClusterBody {
     term: u64,
     state: String,
     last_applied: Option<u64>,
+    last_log_index: Option<u64>,
+    snapshot_index: Option<u64>,
+    purged_index: Option<u64>,
     members: Vec<MemberBody>,
 }
 
@@ -51,6 +54,9 @@ fn body(view: ClusterView, ctx: &AdminContext) -> ClusterBody {
         term: view.term,
         state: format!("{:?}", view.state).to_lowercase(),
         last_applied: view.last_applied,
+        last_log_index: view.last_log_index,
+        snapshot_index: view.snapshot_index,
+        purged_index: view.purged_index,
         members,
     }
 }

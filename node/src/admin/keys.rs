@@ -122,7 +122,7 @@ pub async fn create(
     let (command, plaintext) = new_key_command(body.0, now)?;
     let written = ctx.cluster.write(command).await?;
     let view = key_view(written.response, now)?;
-    tracing::info!(key_id = %view.id, "key created");
+    tracing::info!(key_id = %view.id, log_index = written.log_index, "key created");
     Ok(HttpResponse::Created().json(KeyWithSecret { key: plaintext, view }))
 }
 

@@ -1,0 +1,357 @@
+//! Black-box test harness: real `credentialflow` processes on loopback, each with its own
+//! temp data dir and free ports; helpers that wait on state with a deadline, never on the
+//! clock alone.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The admin token every test cluster uses.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// Polls `probe` until it returns `Some`, failing the test with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Returns a port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// An HTTP answer: status and parsed JSON (Null when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// A blocking HTTP client with short timeouts.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// Sends a request and returns its answer, or `None` if no connection could be made.
+pub fn send(request: reqwest::blocking::RequestBuilder) -> Option<Answer> {
+    let response = request.send().ok()?;
+    let status = response.status().as_u16();
+    let text = response.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Some(Answer { status, body, text })
+}
+
+/// One `credentialflow` process and everything needed to restart it.
+pub struct Node {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub peer_port: u16,
+    pub admin_port: u16,
+    pub proxy_port: u16,
+    pub args: Vec<String>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Node {
+    /// Prepares (does not start) node `id` with its own directory under `root`.
+    pub fn new(root: &Path, id: u64) -> Self {
+        let dir = root.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        Self {
+            id,
+            dir,
+            peer_port: free_port(),
+            admin_port: free_port(),
+            proxy_port: free_port(),
+            args: Vec::new(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.proxy_port, path)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// Starts the process with the standard flags plus `extra`.
+    pub fn start(&mut self, extra: &[String]) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let mut args = vec![
+            "serve".to_owned(),
+            "--id".to_owned(),
+            self.id.to_string(),
+            "--data-dir".to_owned(),
+            self.dir.join("data").display().to_string(),
+            "--peer-addr".to_owned(),
+            self.peer_addr(),
+            "--admin-addr".to_owned(),
+            format!("127.0.0.1:{}", self.admin_port),
+            "--proxy-addr".to_owned(),
+            format!("127.0.0.1:{}", self.proxy_port),
+            "--admin-token".to_owned(),
+            TOKEN.to_owned(),
+            "--heartbeat-interval".to_owned(),
+            "100ms".to_owned(),
+            "--election-timeout".to_owned(),
+            "500ms".to_owned(),
+        ];
+        args.extend_from_slice(extra);
+        self.args = extra.to_vec();
+        self.spawn(&args);
+    }
+
+    /// Restarts with exactly the flags of the last start.
+    pub fn restart(&mut self) {
+        let extra = self.args.clone();
+        self.start(&extra);
+    }
+
+    /// Spawns the binary with `args` verbatim, logging to `node.log`.
+    pub fn spawn(&mut self, args: &[String]) {
+        self.starts += 1;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_credentialflow"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("CREDENTIALFLOW_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn credentialflow");
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT", "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("node {} did not exit within 30 s of SIGTERM", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn authed(&self, builder: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        builder.bearer_auth(TOKEN)
+    }
+
+    pub fn get(&self, path: &str) -> Option<Answer> {
+        send(self.authed(http().get(self.admin_url(path))))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Option<Answer> {
+        send(self.authed(http().post(self.admin_url(path)).json(body)))
+    }
+
+    pub fn delete(&self, path: &str) -> Option<Answer> {
+        send(self.authed(http().delete(self.admin_url(path))))
+    }
+
+    /// `GET /v1/cluster`, when the node answers.
+    pub fn cluster_view(&self) -> Option<Value> {
+        self.get("/v1/cluster").filter(|a| a.status == 200).map(|a| a.body)
+    }
+
+    /// Ids of all keys in this node's local replica.
+    pub fn local_key_ids(&self) -> Option<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/keys?limit=1000&cursor={c}"),
+                None => "/v1/keys?limit=1000".to_owned(),
+            };
+            let answer = self.get(&path).filter(|a| a.status == 200)?;
+            for key in answer.body["keys"].as_array()? {
+                ids.push(key["id"].as_str()?.to_owned());
+            }
+            match answer.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Some(ids),
+            }
+        }
+    }
+
+    /// The last `lines` lines of the node's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let Ok(file) = File::open(self.log_path()) else {
+            return String::new();
+        };
+        let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- node {} log (tail) ----\n{}", self.id, self.log_tail(60));
+        }
+        if let Some(mut child) = self.child.take() {
+            // Resume first, in case the test left it stopped.
+            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A set of nodes bootstrapped together with `--initial-cluster`.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub root: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` nodes with a static initial cluster and `extra` flags on each.
+    pub fn start(size: u64, extra: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<Node> = (1..=size).map(|id| Node::new(root.path(), id)).collect();
+        let initial = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.peer_addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut nodes {
+            let mut args = vec!["--initial-cluster".to_owned(), initial.clone()];
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            node.start(&args);
+        }
+        let cluster = Self { nodes, root };
+        cluster.wait_for_leader(Duration::from_secs(30));
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Waits until every running node reports the same leader, and returns it.
+    pub fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        wait_for(timeout, "all running nodes to agree on a leader", || {
+            let mut leader = None;
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let seen = node.cluster_view()?["leader_id"].as_u64()?;
+                if !self.node(seen).is_running() || leader.is_some_and(|l| l != seen) {
+                    return None;
+                }
+                leader = Some(seen);
+            }
+            leader
+        })
+    }
+
+    /// A running node other than `leader`.
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        self.nodes
+            .iter()
+            .find(|n| n.id != leader && n.is_running())
+            .map(|n| n.id)
+            .expect("a running follower")
+    }
+
+    /// Waits until every running node's local replica holds all `ids`.
+    pub fn wait_all_have(&self, ids: &[String], timeout: Duration) {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            wait_for(timeout, &format!("node {} to hold {} keys", node.id, ids.len()), || {
+                let held = node.local_key_ids()?;
+                ids.iter().all(|id| held.contains(id)).then_some(())
+            });
+        }
+    }
+}
+
+/// Creates a key through `node` and returns its id when the write was acknowledged.
+pub fn create_key(node: &Node, name: &str) -> Option<String> {
+    let answer = node.post("/v1/keys", &json!({ "name": name }))?;
+    (answer.status == 201).then(|| answer.body["id"].as_str().map(str::to_owned))?
+}
