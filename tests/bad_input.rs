@@ -13,7 +13,9 @@ fn assert_error(answer: Option<Answer>, status: u16, code: &str, what: &str) {
     assert_eq!(answer.status, status, "{what}: {}", answer.text);
     assert_eq!(answer.code(), code, "{what}: {}", answer.text);
     assert!(
-        answer.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        answer.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{what}: error without a message: {}",
         answer.text
     );
@@ -50,7 +52,12 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
     let node = cluster.node(cluster.follower_of(leader));
     let existing = support::create_key(node, "existing").expect("key");
     let revoked = support::create_key(node, "revoked").expect("key");
-    assert_eq!(node.post(&format!("/v1/keys/{revoked}/revoke"), &json!({})).expect("revoke").status, 200);
+    assert_eq!(
+        node.post(&format!("/v1/keys/{revoked}/revoke"), &json!({}))
+            .expect("revoke")
+            .status,
+        200
+    );
     let ids = vec![existing.clone(), revoked.clone()];
     cluster.wait_all_have(&ids, Duration::from_secs(30));
     let before: Vec<_> = cluster.nodes.iter().map(state_of).collect();
@@ -58,8 +65,18 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
     // Authentication.
     let url = node.admin_url("/v1/keys");
     assert_error(send(http().get(&url)), 401, "unauthorized", "no token");
-    assert_error(send(http().get(&url).bearer_auth("wrong-token-wrong-token")), 401, "unauthorized", "wrong token");
-    assert_error(send(http().get(&url).basic_auth("admin", Some(TOKEN))), 401, "unauthorized", "basic auth");
+    assert_error(
+        send(http().get(&url).bearer_auth("wrong-token-wrong-token")),
+        401,
+        "unauthorized",
+        "wrong token",
+    );
+    assert_error(
+        send(http().get(&url).basic_auth("admin", Some(TOKEN))),
+        401,
+        "unauthorized",
+        "basic auth",
+    );
     assert_error(
         send(http().post(&url).json(&json!({ "name": "sneaky" }))),
         401,
@@ -71,7 +88,12 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
     let json_post = |body: &str| raw_post(node, "/v1/keys", "application/json", body.as_bytes().to_vec());
     assert_error(json_post("{"), 400, "invalid_json", "truncated JSON");
     assert_error(json_post("name=x"), 400, "invalid_json", "not JSON");
-    assert_error(json_post("{\"name\":\"a\",\"nope\":1}"), 400, "validation_failed", "unknown field");
+    assert_error(
+        json_post("{\"name\":\"a\",\"nope\":1}"),
+        400,
+        "validation_failed",
+        "unknown field",
+    );
     assert_error(json_post("{\"name\":5}"), 400, "validation_failed", "wrong type");
     assert_error(json_post("{}"), 400, "validation_failed", "missing name");
     assert_error(json_post(""), 400, "validation_failed", "empty body");
@@ -88,13 +110,31 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
         json!({ "name": "a", "metadata": { "blob": "x".repeat(20_000) } }),
     ];
     for body in invalid_fields {
-        assert_error(node.post("/v1/keys", &body), 400, "validation_failed", &body.to_string()[..40.min(body.to_string().len())]);
+        assert_error(
+            node.post("/v1/keys", &body),
+            400,
+            "validation_failed",
+            &body.to_string()[..40.min(body.to_string().len())],
+        );
     }
-    assert_error(json_post("{\"name\":\"a\",\"metadata\":[1]}"), 400, "validation_failed", "metadata not an object");
+    assert_error(
+        json_post("{\"name\":\"a\",\"metadata\":[1]}"),
+        400,
+        "validation_failed",
+        "metadata not an object",
+    );
     let many_problems = node
-        .post("/v1/keys", &json!({ "name": "", "tenant": "a b", "scopes": ["x y"] }))
+        .post(
+            "/v1/keys",
+            &json!({ "name": "", "tenant": "a b", "scopes": ["x y"] }),
+        )
         .expect("answer");
-    assert_eq!(many_problems.body["error"]["details"].as_array().map(Vec::len), Some(3), "{}", many_problems.text);
+    assert_eq!(
+        many_problems.body["error"]["details"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        many_problems.text
+    );
     let oversized = format!("{{\"name\":\"{}\"}}", "x".repeat(200_000));
     assert_error(json_post(&oversized), 413, "payload_too_large", "oversized body");
     assert_error(
@@ -105,28 +145,84 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
     );
 
     // Ids, queries, routes, methods.
-    assert_error(node.get("/v1/keys/bad%20id"), 400, "invalid_id", "malformed key id");
-    assert_error(node.get(&format!("/v1/keys/{}", "k".repeat(100))), 400, "invalid_id", "overlong key id");
-    assert_error(node.get("/v1/keys/key_doesnotexist"), 404, "not_found", "unknown key");
-    assert_error(node.delete("/v1/keys/key_doesnotexist"), 404, "not_found", "delete unknown key");
-    assert_error(node.post("/v1/keys/key_doesnotexist/revoke", &json!({})), 404, "not_found", "revoke unknown key");
+    assert_error(
+        node.get("/v1/keys/bad%20id"),
+        400,
+        "invalid_id",
+        "malformed key id",
+    );
+    assert_error(
+        node.get(&format!("/v1/keys/{}", "k".repeat(100))),
+        400,
+        "invalid_id",
+        "overlong key id",
+    );
+    assert_error(
+        node.get("/v1/keys/key_doesnotexist"),
+        404,
+        "not_found",
+        "unknown key",
+    );
+    assert_error(
+        node.delete("/v1/keys/key_doesnotexist"),
+        404,
+        "not_found",
+        "delete unknown key",
+    );
+    assert_error(
+        node.post("/v1/keys/key_doesnotexist/revoke", &json!({})),
+        404,
+        "not_found",
+        "revoke unknown key",
+    );
     assert_error(node.get("/v1/keys?limit=0"), 400, "invalid_query", "limit zero");
-    assert_error(node.get("/v1/keys?limit=abc"), 400, "invalid_query", "limit not a number");
-    assert_error(node.get("/v1/keys?bogus=1"), 400, "invalid_query", "unknown parameter");
-    assert_error(node.get("/v1/keys?consistency=eventual"), 400, "invalid_query", "unknown consistency");
-    assert_error(node.get("/v1/keys?cursor=a%2Fb"), 400, "invalid_query", "malformed cursor");
+    assert_error(
+        node.get("/v1/keys?limit=abc"),
+        400,
+        "invalid_query",
+        "limit not a number",
+    );
+    assert_error(
+        node.get("/v1/keys?bogus=1"),
+        400,
+        "invalid_query",
+        "unknown parameter",
+    );
+    assert_error(
+        node.get("/v1/keys?consistency=eventual"),
+        400,
+        "invalid_query",
+        "unknown consistency",
+    );
+    assert_error(
+        node.get("/v1/keys?cursor=a%2Fb"),
+        400,
+        "invalid_query",
+        "malformed cursor",
+    );
     assert_error(node.get("/v1/nothing-here"), 404, "not_found", "unknown endpoint");
-    assert_error(send(http().put(node.admin_url("/v1/keys")).bearer_auth(TOKEN)), 405, "method_not_allowed", "PUT on keys");
+    assert_error(
+        send(http().put(node.admin_url("/v1/keys")).bearer_auth(TOKEN)),
+        405,
+        "method_not_allowed",
+        "PUT on keys",
+    );
 
     // Lifecycle rules.
     assert_error(
-        node.post(&format!("/v1/keys/{existing}/rotate"), &json!({ "grace_secs": -1 })),
+        node.post(
+            &format!("/v1/keys/{existing}/rotate"),
+            &json!({ "grace_secs": -1 }),
+        ),
         400,
         "validation_failed",
         "negative grace",
     );
     assert_error(
-        node.post(&format!("/v1/keys/{existing}/rotate"), &json!({ "grace_secs": 99_999_999 })),
+        node.post(
+            &format!("/v1/keys/{existing}/rotate"),
+            &json!({ "grace_secs": 99_999_999 }),
+        ),
         400,
         "validation_failed",
         "grace too long",
@@ -145,23 +241,63 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
     );
 
     // Membership.
-    assert_error(node.post("/v1/cluster/members", &json!({ "id": 0, "peer_addr": "127.0.0.1:1" })), 400, "validation_failed", "node id 0");
-    assert_error(node.post("/v1/cluster/members", &json!({ "id": 9, "peer_addr": "nowhere" })), 400, "validation_failed", "bad peer addr");
-    assert_error(node.post("/v1/cluster/members", &json!({ "id": "nine", "peer_addr": "127.0.0.1:1" })), 400, "validation_failed", "id not a number");
-    assert_error(node.delete("/v1/cluster/members/abc"), 400, "invalid_id", "member id not a number");
-    assert_error(node.delete("/v1/cluster/members/99"), 404, "not_found", "unknown member");
     assert_error(
-        node.post("/v1/cluster/members", &json!({ "id": leader, "peer_addr": "127.0.0.1:1" })),
+        node.post(
+            "/v1/cluster/members",
+            &json!({ "id": 0, "peer_addr": "127.0.0.1:1" }),
+        ),
+        400,
+        "validation_failed",
+        "node id 0",
+    );
+    assert_error(
+        node.post("/v1/cluster/members", &json!({ "id": 9, "peer_addr": "nowhere" })),
+        400,
+        "validation_failed",
+        "bad peer addr",
+    );
+    assert_error(
+        node.post(
+            "/v1/cluster/members",
+            &json!({ "id": "nine", "peer_addr": "127.0.0.1:1" }),
+        ),
+        400,
+        "validation_failed",
+        "id not a number",
+    );
+    assert_error(
+        node.delete("/v1/cluster/members/abc"),
+        400,
+        "invalid_id",
+        "member id not a number",
+    );
+    assert_error(
+        node.delete("/v1/cluster/members/99"),
+        404,
+        "not_found",
+        "unknown member",
+    );
+    assert_error(
+        node.post(
+            "/v1/cluster/members",
+            &json!({ "id": leader, "peer_addr": "127.0.0.1:1" }),
+        ),
         409,
         "membership_change_refused",
         "existing member at another address",
     );
 
     // Nothing changed anywhere: same keys, same statuses, same members.
-    let linearizable = node.get("/v1/keys?consistency=linearizable&limit=1000").expect("read");
+    let linearizable = node
+        .get("/v1/keys?consistency=linearizable&limit=1000")
+        .expect("read");
     assert_eq!(linearizable.status, 200);
     let after: Vec<_> = cluster.nodes.iter().map(state_of).collect();
     assert_eq!(after, before);
     // And the secrets never came back in any read.
-    assert!(!linearizable.text.contains("\"key\""), "a read returned a secret: {}", linearizable.text);
+    assert!(
+        !linearizable.text.contains("\"key\""),
+        "a read returned a secret: {}",
+        linearizable.text
+    );
 }

@@ -30,12 +30,18 @@ fn initial_cluster_agrees_and_follower_writes_reach_every_replica() {
             .map(|m| {
                 (
                     m["id"].as_u64().expect("id"),
-                    (m["peer_addr"].as_str().expect("addr").to_owned(), m["voter"].as_bool().expect("voter")),
+                    (
+                        m["peer_addr"].as_str().expect("addr").to_owned(),
+                        m["voter"].as_bool().expect("voter"),
+                    ),
                 )
             })
             .collect();
-        let expected: BTreeMap<u64, (String, bool)> =
-            cluster.nodes.iter().map(|n| (n.id, (n.peer_addr(), true))).collect();
+        let expected: BTreeMap<u64, (String, bool)> = cluster
+            .nodes
+            .iter()
+            .map(|n| (n.id, (n.peer_addr(), true)))
+            .collect();
         assert_eq!(members, expected, "member list seen by node {}", node.id);
     }
 
@@ -53,7 +59,9 @@ fn initial_cluster_agrees_and_follower_writes_reach_every_replica() {
         .find(|n| n.id != leader && n.id != follower.id)
         .expect("second follower");
     let last = ids.last().expect("ids");
-    let read = other.get(&format!("/v1/keys/{last}?consistency=linearizable")).expect("read");
+    let read = other
+        .get(&format!("/v1/keys/{last}?consistency=linearizable"))
+        .expect("read");
     assert_eq!(read.status, 200, "{}", read.text);
 
     // Node info announced by each member shows up everywhere.
@@ -103,7 +111,9 @@ fn leader_sigkill_elects_a_new_leader_and_loses_no_acknowledged_write() {
         })
     };
     let count = |acks: &Arc<Mutex<Vec<String>>>| acks.lock().expect("lock").len();
-    wait_for(SETTLE, "writes before the failure", || (count(&acknowledged) >= 30).then_some(()));
+    wait_for(SETTLE, "writes before the failure", || {
+        (count(&acknowledged) >= 30).then_some(())
+    });
 
     let killed_at = Instant::now();
     cluster.node_mut(old_leader).kill();
@@ -113,7 +123,9 @@ fn leader_sigkill_elects_a_new_leader_and_loses_no_acknowledged_write() {
     assert!(failover < Duration::from_secs(3), "new leader took {failover:?}");
 
     let before = count(&acknowledged);
-    wait_for(SETTLE, "writes after the failover", || (count(&acknowledged) >= before + 30).then_some(()));
+    wait_for(SETTLE, "writes after the failover", || {
+        (count(&acknowledged) >= before + 30).then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer thread");
 
@@ -122,7 +134,10 @@ fn leader_sigkill_elects_a_new_leader_and_loses_no_acknowledged_write() {
     cluster.wait_all_have(&acked, SETTLE);
     let restarted = cluster.node(old_leader).local_key_ids().expect("keys");
     for id in &acked {
-        assert!(restarted.contains(id), "acknowledged key {id} missing on the restarted node");
+        assert!(
+            restarted.contains(id),
+            "acknowledged key {id} missing on the restarted node"
+        );
     }
 }
 
@@ -131,10 +146,19 @@ fn a_full_cluster_restart_keeps_all_state() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(SETTLE);
     let node = cluster.node(cluster.follower_of(leader));
-    let ids: Vec<String> = (0..6).map(|i| create_key(node, &format!("k{i}")).expect("created")).collect();
-    let rotated = node.post(&format!("/v1/keys/{}/rotate", ids[0]), &json!({ "grace_secs": 3600 })).expect("rotate");
+    let ids: Vec<String> = (0..6)
+        .map(|i| create_key(node, &format!("k{i}")).expect("created"))
+        .collect();
+    let rotated = node
+        .post(
+            &format!("/v1/keys/{}/rotate", ids[0]),
+            &json!({ "grace_secs": 3600 }),
+        )
+        .expect("rotate");
     assert_eq!(rotated.status, 200, "{}", rotated.text);
-    let revoked = node.post(&format!("/v1/keys/{}/revoke", ids[1]), &json!({})).expect("revoke");
+    let revoked = node
+        .post(&format!("/v1/keys/{}/revoke", ids[1]), &json!({}))
+        .expect("revoke");
     assert_eq!(revoked.status, 200, "{}", revoked.text);
     let deleted = node.delete(&format!("/v1/keys/{}", ids[2])).expect("delete");
     assert_eq!(deleted.status, 200, "{}", deleted.text);
@@ -144,7 +168,11 @@ fn a_full_cluster_restart_keeps_all_state() {
 
     for node in &mut cluster.nodes {
         let status = node.terminate();
-        assert!(status.success(), "node {} exited with {status} after SIGTERM", node.id);
+        assert!(
+            status.success(),
+            "node {} exited with {status} after SIGTERM",
+            node.id
+        );
     }
     for node in &mut cluster.nodes {
         node.restart();
@@ -152,7 +180,12 @@ fn a_full_cluster_restart_keeps_all_state() {
     cluster.wait_for_leader(SETTLE);
     cluster.wait_all_have(&expected, SETTLE);
     for node in &cluster.nodes {
-        assert_eq!(snapshot_of_keys(node), before, "state of node {} after restart", node.id);
+        assert_eq!(
+            snapshot_of_keys(node),
+            before,
+            "state of node {} after restart",
+            node.id
+        );
     }
 }
 

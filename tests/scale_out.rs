@@ -34,7 +34,10 @@ fn a_joined_node_catches_up_by_snapshot_becomes_a_voter_and_members_can_be_remov
     let follower = cluster.follower_of(leader);
     let added = cluster
         .node(follower)
-        .post("/v1/cluster/members", &json!({ "id": 4, "peer_addr": newcomer.peer_addr() }))
+        .post(
+            "/v1/cluster/members",
+            &json!({ "id": 4, "peer_addr": newcomer.peer_addr() }),
+        )
         .expect("add member");
     assert_eq!(added.status, 200, "{}", added.text);
 
@@ -59,18 +62,33 @@ fn a_joined_node_catches_up_by_snapshot_becomes_a_voter_and_members_can_be_remov
     cluster.wait_all_have(&[later], SETTLE);
 
     // Remove a follower that is not the newcomer; every remaining node drops it.
-    let removed = cluster.nodes.iter().find(|n| n.id != leader && n.id != 4).map(|n| n.id).expect("follower");
-    let answer = cluster.node(4).delete(&format!("/v1/cluster/members/{removed}")).expect("remove");
+    let removed = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader && n.id != 4)
+        .map(|n| n.id)
+        .expect("follower");
+    let answer = cluster
+        .node(4)
+        .delete(&format!("/v1/cluster/members/{removed}"))
+        .expect("remove");
     assert_eq!(answer.status, 200, "{}", answer.text);
     cluster.node_mut(removed).kill();
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
         wait_for(SETTLE, "the member list without the removed node", || {
             let view = node.cluster_view()?;
-            let ids: Vec<u64> = view["members"].as_array()?.iter().filter_map(|m| m["id"].as_u64()).collect();
+            let ids: Vec<u64> = view["members"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["id"].as_u64())
+                .collect();
             (ids.len() == 3 && !ids.contains(&removed)).then_some(())
         });
     }
-    let again = cluster.node(leader).delete(&format!("/v1/cluster/members/{removed}")).expect("remove again");
+    let again = cluster
+        .node(leader)
+        .delete(&format!("/v1/cluster/members/{removed}"))
+        .expect("remove again");
     assert_eq!(again.status, 404, "{}", again.text);
 
     // The three remaining voters still commit writes.

@@ -21,11 +21,17 @@ fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
     wait_for(Duration::from_secs(60), "readiness of the default node", || {
         send(http().get("http://127.0.0.1:9080/readyz")).filter(|a| a.status == 200)
     });
-    let token = std::fs::read_to_string(&token_path).expect("generated admin token").trim().to_owned();
+    let token = std::fs::read_to_string(&token_path)
+        .expect("generated admin token")
+        .trim()
+        .to_owned();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&token_path).expect("token file").permissions().mode();
+        let mode = std::fs::metadata(&token_path)
+            .expect("token file")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "admin token file must be private");
     }
 
@@ -37,10 +43,13 @@ fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
     )
     .expect("create");
     assert_eq!(created.status, 201, "{}", created.text);
-    let secret = created.body["key"].as_str().expect("secret shown once").to_owned();
+    let secret = created.body["key"]
+        .as_str()
+        .expect("secret shown once")
+        .to_owned();
     assert!(secret.starts_with("cf_"));
     let id = created.body["id"].as_str().expect("id").to_owned();
-    let view = send(http().get(format!("http://127.0.0.1:9080/v1/cluster")).bearer_auth(&token)).expect("cluster");
+    let view = send(http().get("http://127.0.0.1:9080/v1/cluster").bearer_auth(&token)).expect("cluster");
     assert_eq!(view.body["leader_id"], json!(1));
     assert_eq!(view.body["members"].as_array().map(Vec::len), Some(1));
 
@@ -53,7 +62,12 @@ fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
     assert!(status.success(), "SIGTERM exit status {status}");
     node.spawn(&["serve".to_owned()]);
     let fetched = wait_for(Duration::from_secs(60), "the key after restart", || {
-        send(http().get(format!("http://127.0.0.1:9080/v1/keys/{id}")).bearer_auth(&token)).filter(|a| a.status == 200)
+        send(
+            http()
+                .get(format!("http://127.0.0.1:9080/v1/keys/{id}"))
+                .bearer_auth(&token),
+        )
+        .filter(|a| a.status == 200)
     });
     assert_eq!(fetched.body["name"], json!("first"));
     assert_eq!(fetched.body["metadata"], json!({ "team": "core" }));
@@ -62,5 +76,8 @@ fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
     let log = node.log_text();
     assert!(!log.contains(&token), "the admin token appeared in the log");
     assert!(!log.contains(&secret), "a key secret appeared in the log");
-    assert!(log.contains("admin-token"), "the log should say where the token was written");
+    assert!(
+        log.contains("admin-token"),
+        "the log should say where the token was written"
+    );
 }

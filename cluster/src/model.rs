@@ -100,9 +100,7 @@ impl KeyRecord {
     /// expired even before the janitor records it.
     pub fn status_at(&self, now_ms: i64) -> KeyStatus {
         match self.status {
-            KeyStatus::Active if self.expires_at_ms.is_some_and(|at| at <= now_ms) => {
-                KeyStatus::Expired
-            }
+            KeyStatus::Active if self.expires_at_ms.is_some_and(|at| at <= now_ms) => KeyStatus::Expired,
             status => status,
         }
     }

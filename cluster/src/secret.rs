@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(verify("sk_live_abc"), Err(SecretFormatError::MissingPrefix));
         assert_eq!(verify("cf_"), Err(SecretFormatError::Malformed));
         assert_eq!(verify("cf_0OIl"), Err(SecretFormatError::Malformed));
-        assert_eq!(verify(&format!("cf_{}", "z".repeat(80))), Err(SecretFormatError::Malformed));
+        assert_eq!(
+            verify(&format!("cf_{}", "z".repeat(80))),
+            Err(SecretFormatError::Malformed)
+        );
         assert_eq!(verify("cf_2222"), Err(SecretFormatError::Malformed));
     }
 

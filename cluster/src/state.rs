@@ -112,8 +112,7 @@ impl State {
             created_at_ms: new.now_ms,
             updated_at_ms: new.now_ms,
         };
-        self.key_by_hash
-            .insert(new.secret.hash, record.id.clone());
+        self.key_by_hash.insert(new.secret.hash, record.id.clone());
         self.keys.insert(record.id.clone(), record.clone());
         Ok(Response::Key(Box::new(record)))
     }

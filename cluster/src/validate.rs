@@ -60,10 +60,7 @@ pub fn name(value: &str) -> Result<(), FieldError> {
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            "name",
-            "may not contain control characters",
-        ));
+        return Err(FieldError::new("name", "may not contain control characters"));
     }
     Ok(())
 }
@@ -71,10 +68,7 @@ pub fn name(value: &str) -> Result<(), FieldError> {
 /// Checks a scope list: at most 256 entries, each `*` or a route id.
 pub fn scopes(values: &[String]) -> Result<(), FieldError> {
     if values.len() > MAX_SCOPES {
-        return Err(FieldError::new(
-            "scopes",
-            format!("at most {MAX_SCOPES} entries"),
-        ));
+        return Err(FieldError::new("scopes", format!("at most {MAX_SCOPES} entries")));
     }
     for (index, scope) in values.iter().enumerate() {
         if scope != "*" {
@@ -87,10 +81,7 @@ pub fn scopes(values: &[String]) -> Result<(), FieldError> {
 /// Checks a rate limit: at least one request, a window of 1 s to one year.
 pub fn rate_limit(limit: &RateLimit) -> Result<(), FieldError> {
     if limit.requests == 0 {
-        return Err(FieldError::new(
-            "rate_limit.requests",
-            "must be at least 1",
-        ));
+        return Err(FieldError::new("rate_limit.requests", "must be at least 1"));
     }
     if limit.window_secs == 0 || limit.window_secs > MAX_WINDOW_SECS {
         return Err(FieldError::new(
@@ -155,7 +146,10 @@ mod tests {
 
     #[test]
     fn limits_need_a_positive_count_and_a_bounded_window() {
-        let ok = RateLimit { requests: 10, window_secs: 60 };
+        let ok = RateLimit {
+            requests: 10,
+            window_secs: 60,
+        };
         assert!(rate_limit(&ok).is_ok());
         assert!(rate_limit(&RateLimit { requests: 0, ..ok }).is_err());
         assert!(rate_limit(&RateLimit { window_secs: 0, ..ok }).is_err());

@@ -64,8 +64,14 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(decode::<u64>(&[]), Err(WireError::Empty)));
-        assert!(matches!(decode::<u64>(&[9, 1]), Err(WireError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<u64>(&[9, 1]),
+            Err(WireError::UnknownVersion(9))
+        ));
         assert!(decode::<String>(&[FORMAT_V1, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(matches!(decode::<u8>(&[FORMAT_V1, 1, 2]), Err(WireError::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<u8>(&[FORMAT_V1, 1, 2]),
+            Err(WireError::TrailingBytes(1))
+        ));
     }
 }

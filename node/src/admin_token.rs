@@ -24,7 +24,9 @@ pub fn resolve(configured: Option<&str>, data_dir: &Path) -> std::io::Result<(St
     }
     let path = data_dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), TokenSource::Existing(path))),
+        Ok(text) if !text.trim().is_empty() => {
+            return Ok((text.trim().to_owned(), TokenSource::Existing(path)))
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -62,7 +64,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE)).expect("file").permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+                .expect("file")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (second, source) = resolve(None, dir.path()).expect("reuse");

@@ -26,8 +26,12 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .context("cannot read or write the admin token")?;
     match &source {
         TokenSource::Configured => tracing::info!("admin token taken from configuration"),
-        TokenSource::Generated(path) => tracing::info!(path = %path.display(), "admin token generated and written (mode 0600)"),
-        TokenSource::Existing(path) => tracing::info!(path = %path.display(), "admin token read from the data directory"),
+        TokenSource::Generated(path) => {
+            tracing::info!(path = %path.display(), "admin token generated and written (mode 0600)")
+        }
+        TokenSource::Existing(path) => {
+            tracing::info!(path = %path.display(), "admin token read from the data directory")
+        }
     }
     let digest = web::Data::new(AdminTokenDigest::of(&token));
     drop(token);
@@ -38,15 +42,21 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .context("cannot start the Raft node")?;
 
     let peer_cluster = web::Data::new(cluster.clone());
-    let peer = HttpServer::new(move || App::new().app_data(peer_cluster.clone()).configure(peer_server::routes))
-        .workers(2)
-        .disable_signals()
-        .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
-        .bind(config.peer_addr)
-        .with_context(|| format!("cannot bind the peer listener on {}", config.peer_addr))?
-        .run();
+    let peer = HttpServer::new(move || {
+        App::new()
+            .app_data(peer_cluster.clone())
+            .configure(peer_server::routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
+    .bind(config.peer_addr)
+    .with_context(|| format!("cannot bind the peer listener on {}", config.peer_addr))?
+    .run();
 
-    let admin_context = web::Data::new(AdminContext { cluster: cluster.clone() });
+    let admin_context = web::Data::new(AdminContext {
+        cluster: cluster.clone(),
+    });
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_context.clone())
@@ -118,7 +128,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 #[cfg(unix)]
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::warn!("cannot install signal handlers; stop the process with SIGKILL");
         return std::future::pending().await;
     };

@@ -46,9 +46,7 @@ impl From<ForwardError> for ClusterError {
             ForwardError::NotLeader { .. } => ClusterError::NoLeader,
             ForwardError::MembershipRefused(reason) => ClusterError::MembershipRefused(reason),
             ForwardError::NotMember { id } => ClusterError::NotMember { id },
-            ForwardError::CatchUpTimeout { id, waited_ms } => {
-                ClusterError::CatchUpTimeout { id, waited_ms }
-            }
+            ForwardError::CatchUpTimeout { id, waited_ms } => ClusterError::CatchUpTimeout { id, waited_ms },
             ForwardError::Unavailable(reason) => ClusterError::Unavailable(reason),
         }
     }
@@ -269,7 +267,10 @@ impl ClusterHandle {
 
     /// Adds a member (learner first, voter once caught up when `voter`).
     pub async fn add_member(&self, id: NodeId, peer_addr: String, voter: bool) -> Result<u64, ClusterError> {
-        match self.through_leader(ForwardRequest::AddMember { id, peer_addr, voter }).await? {
+        match self
+            .through_leader(ForwardRequest::AddMember { id, peer_addr, voter })
+            .await?
+        {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
             other => Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
         }
@@ -312,7 +313,10 @@ impl ClusterHandle {
             .await?
     }
 
-    async fn through_leader_on_runtime(&self, request: ForwardRequest) -> Result<ForwardResponse, ClusterError> {
+    async fn through_leader_on_runtime(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<ForwardResponse, ClusterError> {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut metrics_changes = self.inner.raft.metrics();
         loop {
@@ -336,7 +340,9 @@ impl ClusterHandle {
                     }
                 }
                 (Some(_), Some(addr)) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    let remaining = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100));
                     let client = self
                         .inner
                         .peers
@@ -366,7 +372,9 @@ impl ClusterHandle {
     pub async fn perform_as_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
         match request {
             ForwardRequest::Write(command) => self.propose(command).await,
-            ForwardRequest::AddMember { id, peer_addr, voter } => self.add_as_leader(id, peer_addr, voter).await,
+            ForwardRequest::AddMember { id, peer_addr, voter } => {
+                self.add_as_leader(id, peer_addr, voter).await
+            }
             ForwardRequest::RemoveMember { id } => self.remove_as_leader(id).await,
             ForwardRequest::ReadIndex => self.read_index_as_leader().await,
         }
@@ -375,7 +383,9 @@ impl ClusterHandle {
     async fn propose(&self, command: Command) -> Result<ForwardResponse, ForwardError> {
         let written = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(command))
             .await
-            .map_err(|_| ForwardError::Unavailable("the write did not commit in time; its outcome is unknown".into()))?;
+            .map_err(|_| {
+                ForwardError::Unavailable("the write did not commit in time; its outcome is unknown".into())
+            })?;
         match written {
             Ok(reply) => Ok(ForwardResponse::Written {
                 response: reply.data,
@@ -394,17 +404,26 @@ impl ClusterHandle {
                 index: log_id.map_or(0, |id| id.index),
             }),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Err(ForwardError::NotLeader { leader: forward.leader_id })
+                Err(ForwardError::NotLeader {
+                    leader: forward.leader_id,
+                })
             }
             Err(error) => Err(ForwardError::Unavailable(error.to_string())),
         }
     }
 
-    async fn add_as_leader(&self, id: NodeId, peer_addr: String, voter: bool) -> Result<ForwardResponse, ForwardError> {
+    async fn add_as_leader(
+        &self,
+        id: NodeId,
+        peer_addr: String,
+        voter: bool,
+    ) -> Result<ForwardResponse, ForwardError> {
         let _serialised = self.inner.membership_lock.lock().await;
         let metrics = self.metrics();
         if metrics.current_leader != Some(self.inner.id) {
-            return Err(ForwardError::NotLeader { leader: metrics.current_leader });
+            return Err(ForwardError::NotLeader {
+                leader: metrics.current_leader,
+            });
         }
         let membership = metrics.membership_config.membership().clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
@@ -460,7 +479,11 @@ impl ClusterHandle {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(write_error)?;
-        tracing::info!(node = id, log_index = promoted.log_id.index, "member promoted to voter");
+        tracing::info!(
+            node = id,
+            log_index = promoted.log_id.index,
+            "member promoted to voter"
+        );
         Ok(ForwardResponse::MembershipChanged {
             log_index: promoted.log_id.index,
         })
@@ -470,13 +493,17 @@ impl ClusterHandle {
         let _serialised = self.inner.membership_lock.lock().await;
         let metrics = self.metrics();
         if metrics.current_leader != Some(self.inner.id) {
-            return Err(ForwardError::NotLeader { leader: metrics.current_leader });
+            return Err(ForwardError::NotLeader {
+                leader: metrics.current_leader,
+            });
         }
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let change = if voters.contains(&id) {
             if voters.len() == 1 {
-                return Err(ForwardError::MembershipRefused("cannot remove the last voter".into()));
+                return Err(ForwardError::MembershipRefused(
+                    "cannot remove the last voter".into(),
+                ));
             }
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else if membership.get_node(&id).is_some() {

@@ -253,7 +253,9 @@ fn duration(field: &str, value: String, problems: &mut Vec<String>) -> Duration 
     match humantime::parse_duration(&value) {
         Ok(d) if !d.is_zero() => d,
         _ => {
-            problems.push(format!("{field}: {value:?} is not a positive duration such as \"500ms\" or \"10s\""));
+            problems.push(format!(
+                "{field}: {value:?} is not a positive duration such as \"500ms\" or \"10s\""
+            ));
             Duration::from_secs(1)
         }
     }
@@ -271,8 +273,14 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<u64, String>, String
             .parse()
             .map_err(|_| format!("initial_cluster: {id:?} is not a node id"))?;
         let addr = addr.trim();
-        if id == 0 || addr.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
-            return Err(format!("initial_cluster: {part:?} is not id=host:port with id >= 1"));
+        if id == 0
+            || addr
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "initial_cluster: {part:?} is not id=host:port with id >= 1"
+            ));
         }
         if members.insert(id, addr.to_owned()).is_some() {
             return Err(format!("initial_cluster: id {id} appears twice"));
@@ -317,7 +325,9 @@ mod tests {
             heartbeat_interval: Some("soon".into()),
             ..ServeArgs::default()
         };
-        let problems = NodeConfig::merge(&args, FileConfig::default()).expect_err("invalid").0;
+        let problems = NodeConfig::merge(&args, FileConfig::default())
+            .expect_err("invalid")
+            .0;
         assert!(problems.len() >= 3, "{problems:?}");
     }
 

@@ -2,18 +2,43 @@
 //!
 //! Every call runs on the Raft runtime, so a flood on the public listeners cannot delay it.
 
-use actix_web::{web, HttpResponse};
+use std::future::Future;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
 use cluster::peer::protocol::{
-    ForwardError, ForwardRequest, CONTENT_TYPE, MAX_BODY_BYTES, PATH_APPEND, PATH_FORWARD, PATH_SNAPSHOT, PATH_VOTE,
+    ForwardError, ForwardRequest, CONTENT_TYPE, MAX_BODY_BYTES, PATH_APPEND, PATH_FORWARD, PATH_SNAPSHOT,
+    PATH_VOTE,
 };
-use cluster::types::TypeConfig;
-use cluster::wire;
+use cluster::types::{NodeId, TypeConfig};
+use cluster::wire::{self, WireError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cluster_handle::ClusterHandle;
 use crate::raft_runtime::RaftRuntime;
+
+/// Why a peer request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerServeError {
+    #[error("malformed peer request: {0}")]
+    Malformed(WireError),
+    #[error("cannot encode the answer: {0}")]
+    Encode(WireError),
+    #[error("raft runtime unavailable: {0}")]
+    Runtime(#[from] tokio::task::JoinError),
+}
+
+impl ResponseError for PeerServeError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PeerServeError::Malformed(_) => StatusCode::BAD_REQUEST,
+            PeerServeError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PeerServeError::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
 
 /// Registers the peer routes.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -23,83 +48,65 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(PATH_VOTE, web::post().to(vote))
         .route(PATH_SNAPSHOT, web::post().to(snapshot))
         .route(PATH_FORWARD, web::post().to(forward))
-        .default_service(web::to(|| async { HttpResponse::NotFound().body("unknown peer endpoint") }));
+        .default_service(web::to(|| async {
+            HttpResponse::NotFound().body("unknown peer endpoint")
+        }));
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    wire::decode(body).map_err(|e| HttpResponse::BadRequest().body(format!("malformed peer request: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T) -> HttpResponse {
-    match wire::encode(value) {
-        Ok(bytes) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(bytes),
-        Err(e) => HttpResponse::InternalServerError().body(format!("cannot encode answer: {e}")),
-    }
-}
-
-async fn on_runtime<F>(cluster: &ClusterHandle, future: F) -> Result<F::Output, HttpResponse>
+/// Decodes the body, runs `call` on the Raft runtime and encodes its answer.
+async fn serve<Req, Fut>(
+    cluster: web::Data<ClusterHandle>,
+    body: web::Bytes,
+    call: impl FnOnce(ClusterHandle, Req) -> Fut,
+) -> Result<HttpResponse, PeerServeError>
 where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
+    Req: DeserializeOwned,
+    Fut: Future + Send + 'static,
+    Fut::Output: Serialize + Send + 'static,
 {
-    RaftRuntime::run(cluster.runtime(), future)
-        .await
-        .map_err(|e| HttpResponse::ServiceUnavailable().body(format!("raft runtime unavailable: {e}")))
-}
-
-async fn append(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> HttpResponse {
-    let request: AppendEntriesRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let raft = cluster.raft().clone();
-    match on_runtime(&cluster, async move { raft.append_entries(request).await }).await {
-        Ok(answer) => encode(&answer),
-        Err(response) => response,
-    }
-}
-
-async fn vote(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> HttpResponse {
-    let request: VoteRequest<u64> = match decode(&body) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let raft = cluster.raft().clone();
-    match on_runtime(&cluster, async move { raft.vote(request).await }).await {
-        Ok(answer) => encode(&answer),
-        Err(response) => response,
-    }
-}
-
-async fn snapshot(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> HttpResponse {
-    let request: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let raft = cluster.raft().clone();
-    match on_runtime(&cluster, async move { raft.install_snapshot(request).await }).await {
-        Ok(answer) => encode(&answer),
-        Err(response) => response,
-    }
-}
-
-async fn forward(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> HttpResponse {
-    let request: ForwardRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let request: Req = wire::decode(&body).map_err(PeerServeError::Malformed)?;
     let handle = cluster.get_ref().clone();
-    let answer = on_runtime(&cluster, async move {
-        if handle.metrics().current_leader != Some(handle.id()) {
-            return Err(ForwardError::NotLeader {
-                leader: handle.metrics().current_leader,
-            });
-        }
-        handle.perform_as_leader(request).await
+    let answer = RaftRuntime::run(cluster.runtime(), call(handle, request)).await?;
+    let bytes = wire::encode(&answer).map_err(PeerServeError::Encode)?;
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(bytes))
+}
+
+async fn append(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> Result<HttpResponse, PeerServeError> {
+    serve(
+        cluster,
+        body,
+        |c, request: AppendEntriesRequest<TypeConfig>| async move { c.raft().append_entries(request).await },
+    )
+    .await
+}
+
+async fn vote(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> Result<HttpResponse, PeerServeError> {
+    serve(cluster, body, |c, request: VoteRequest<NodeId>| async move {
+        c.raft().vote(request).await
     })
-    .await;
-    match answer {
-        Ok(answer) => encode(&answer),
-        Err(response) => response,
-    }
+    .await
+}
+
+async fn snapshot(
+    cluster: web::Data<ClusterHandle>,
+    body: web::Bytes,
+) -> Result<HttpResponse, PeerServeError> {
+    serve(cluster, body, |c, request: InstallSnapshotRequest<TypeConfig>| async move {
+        c.raft().install_snapshot(request).await
+    })
+    .await
+}
+
+async fn forward(
+    cluster: web::Data<ClusterHandle>,
+    body: web::Bytes,
+) -> Result<HttpResponse, PeerServeError> {
+    serve(cluster, body, |c, request: ForwardRequest| async move {
+        let leader = c.metrics().current_leader;
+        if leader != Some(c.id()) {
+            return Err(ForwardError::NotLeader { leader });
+        }
+        c.perform_as_leader(request).await
+    })
+    .await
 }

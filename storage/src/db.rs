@@ -62,11 +62,9 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenErro
     let families = [CF_LOG, CF_META, CF_SM]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| {
-        StorageOpenError::Open {
-            path: dir.display().to_string(),
-            source,
-        }
+    let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| StorageOpenError::Open {
+        path: dir.display().to_string(),
+        source,
     })?;
     let db = Arc::new(db);
     let log_store = LogStore::new(db.clone())?;

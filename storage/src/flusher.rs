@@ -32,9 +32,9 @@ impl Flusher {
     pub(crate) fn acknowledge_after_sync(&self, callback: LogFlushed<TypeConfig>) {
         if let Err(unsent) = self.queue.send(callback) {
             // The thread is gone; sync inline rather than lose the acknowledgement.
-            unsent.0.log_io_completed(Err(std::io::Error::other(
-                "WAL flusher thread stopped",
-            )));
+            unsent
+                .0
+                .log_io_completed(Err(std::io::Error::other("WAL flusher thread stopped")));
         }
     }
 }

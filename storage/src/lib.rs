@@ -13,6 +13,9 @@
 //! metadata are written in one synced batch.
 
 #![forbid(unsafe_code)]
+// openraft's `StorageError` is the error type its storage traits require; helpers return it
+// unboxed so `?` works at every call site of the trait methods.
+#![allow(clippy::result_large_err)]
 
 pub mod db;
 pub mod error;

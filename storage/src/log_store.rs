@@ -134,9 +134,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader {
-            db: self.db.clone(),
-        }
+        LogReader { db: self.db.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
@@ -165,7 +163,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let log = cf(&self.db, CF_LOG);
         for entry in entries {
-            let bytes = wire::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            let bytes =
+                wire::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put_cf(log, log_key(entry.log_id.index), bytes);
         }
         // Written to the WAL now (readable at once), synced by the flusher before the

@@ -230,7 +230,9 @@ impl Node {
 
     /// `GET /v1/cluster`, when the node answers.
     pub fn cluster_view(&self) -> Option<Value> {
-        self.get("/v1/cluster").filter(|a| a.status == 200).map(|a| a.body)
+        self.get("/v1/cluster")
+            .filter(|a| a.status == 200)
+            .map(|a| a.body)
     }
 
     /// Ids of all keys in this node's local replica.
@@ -274,7 +276,10 @@ impl Drop for Node {
         }
         if let Some(mut child) = self.child.take() {
             // Resume first, in case the test left it stopped.
-            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -342,10 +347,14 @@ impl Cluster {
     /// Waits until every running node's local replica holds all `ids`.
     pub fn wait_all_have(&self, ids: &[String], timeout: Duration) {
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            wait_for(timeout, &format!("node {} to hold {} keys", node.id, ids.len()), || {
-                let held = node.local_key_ids()?;
-                ids.iter().all(|id| held.contains(id)).then_some(())
-            });
+            wait_for(
+                timeout,
+                &format!("node {} to hold {} keys", node.id, ids.len()),
+                || {
+                    let held = node.local_key_ids()?;
+                    ids.iter().all(|id| held.contains(id)).then_some(())
+                },
+            );
         }
     }
 }

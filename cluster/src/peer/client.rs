@@ -4,20 +4,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::protocol::{
-    ForwardError, ForwardRequest, ForwardResponse, CONTENT_TYPE, PATH_APPEND, PATH_FORWARD,
-    PATH_SNAPSHOT, PATH_VOTE,
+    ForwardError, ForwardRequest, ForwardResponse, CONTENT_TYPE, PATH_APPEND, PATH_FORWARD, PATH_SNAPSHOT,
+    PATH_VOTE,
 };
 use crate::types::{Node, NodeId, TypeConfig};
 use crate::wire::{self, WireError};
@@ -48,11 +46,7 @@ pub enum PeerError {
     },
     /// The peer answered with a non-success status (it could not parse our request).
     #[error("peer {addr} answered HTTP {status}: {body}")]
-    Status {
-        addr: String,
-        status: u16,
-        body: String,
-    },
+    Status { addr: String, status: u16, body: String },
     /// A body could not be encoded or decoded.
     #[error("peer body: {0}")]
     Wire(#[from] WireError),

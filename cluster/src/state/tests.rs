@@ -22,7 +22,10 @@ fn new_key(id: &str, byte: u8) -> NewKey {
         name: format!("name of {id}"),
         tenant: Some("acme".to_owned()),
         scopes: vec!["*".to_owned()],
-        rate_limit: Some(RateLimit { requests: 100, window_secs: 60 }),
+        rate_limit: Some(RateLimit {
+            requests: 100,
+            window_secs: 60,
+        }),
         expires_at_ms: None,
         metadata_json: "{}".to_owned(),
         secret: secret(byte),
@@ -77,18 +80,30 @@ fn create_rejects_a_duplicate_id_and_changes_nothing() {
 fn create_rejects_a_colliding_secret() {
     let mut state = State::default();
     create(&mut state, "key_a", 1);
-    assert_eq!(rejected(create(&mut state, "key_b", 1)), Rejection::SecretCollision);
+    assert_eq!(
+        rejected(create(&mut state, "key_b", 1)),
+        Rejection::SecretCollision
+    );
     assert!(state.key("key_b").is_none());
 }
 
 #[test]
 fn create_rejects_invalid_fields() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut NewKey)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut NewKey)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("id", Box::new(|k| k.id = "bad id".into())),
         ("name", Box::new(|k| k.name = " ".into())),
         ("tenant", Box::new(|k| k.tenant = Some("a/b".into()))),
         ("scopes[0]", Box::new(|k| k.scopes = vec!["no spaces".into()])),
-        ("rate_limit.requests", Box::new(|k| k.rate_limit = Some(RateLimit { requests: 0, window_secs: 1 }))),
+        (
+            "rate_limit.requests",
+            Box::new(|k| {
+                k.rate_limit = Some(RateLimit {
+                    requests: 0,
+                    window_secs: 1,
+                })
+            }),
+        ),
         ("expires_at", Box::new(|k| k.expires_at_ms = Some(T0 - 1))),
         ("metadata", Box::new(|k| k.metadata_json = "x".repeat(20_000))),
     ];
@@ -110,7 +125,12 @@ fn rotate_keeps_the_old_secret_valid_until_the_grace_ends() {
     create(&mut state, "key_a", 1);
     let rotated = key(apply(
         &mut state,
-        &Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 60_000, now_ms: T0 + 1_000 },
+        &Command::RotateKey {
+            id: "key_a".into(),
+            secret: secret(2),
+            grace_ms: 60_000,
+            now_ms: T0 + 1_000,
+        },
     ));
     assert_eq!(rotated.secrets.len(), 2);
     assert_eq!(rotated.current_secret().map(|s| s.hash), Some([2; 32]));
@@ -124,7 +144,15 @@ fn rotate_keeps_the_old_secret_valid_until_the_grace_ends() {
 fn rotate_with_zero_grace_invalidates_the_old_secret_at_once() {
     let mut state = State::default();
     create(&mut state, "key_a", 1);
-    apply(&mut state, &Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 0, now_ms: T0 });
+    apply(
+        &mut state,
+        &Command::RotateKey {
+            id: "key_a".into(),
+            secret: secret(2),
+            grace_ms: 0,
+            now_ms: T0,
+        },
+    );
     assert!(state.key_by_secret_hash(&[1; 32]).is_none());
     assert!(state.key_by_secret_hash(&[2; 32]).is_some());
 }
@@ -156,18 +184,33 @@ fn rotate_rejections() {
         grace_ms,
         now_ms: T0,
     };
-    assert_eq!(rejected(apply(&mut state, &rotate("key_x", 2, 0))), Rejection::KeyNotFound { id: "key_x".into() });
+    assert_eq!(
+        rejected(apply(&mut state, &rotate("key_x", 2, 0))),
+        Rejection::KeyNotFound { id: "key_x".into() }
+    );
     create(&mut state, "key_a", 1);
     create(&mut state, "key_b", 5);
     let before = state.clone();
-    assert_eq!(rejected(apply(&mut state, &rotate("key_a", 5, 0))), Rejection::SecretCollision);
+    assert_eq!(
+        rejected(apply(&mut state, &rotate("key_a", 5, 0))),
+        Rejection::SecretCollision
+    );
     assert!(matches!(
         rejected(apply(&mut state, &rotate("key_a", 2, 31 * 24 * 3600 * 1000))),
         Rejection::Invalid { .. }
     ));
     assert_eq!(state, before);
-    apply(&mut state, &Command::RevokeKey { id: "key_a".into(), now_ms: T0 });
-    assert_eq!(rejected(apply(&mut state, &rotate("key_a", 2, 0))), Rejection::KeyRevoked { id: "key_a".into() });
+    apply(
+        &mut state,
+        &Command::RevokeKey {
+            id: "key_a".into(),
+            now_ms: T0,
+        },
+    );
+    assert_eq!(
+        rejected(apply(&mut state, &rotate("key_a", 2, 0))),
+        Rejection::KeyRevoked { id: "key_a".into() }
+    );
 }
 
 #[test]
@@ -176,20 +219,46 @@ fn rotate_rejects_an_expired_key() {
     let mut new = new_key("key_a", 1);
     new.expires_at_ms = Some(T0 + 10);
     apply(&mut state, &Command::CreateKey(Box::new(new)));
-    let command = Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 0, now_ms: T0 + 10 };
-    assert_eq!(rejected(apply(&mut state, &command)), Rejection::KeyExpired { id: "key_a".into() });
+    let command = Command::RotateKey {
+        id: "key_a".into(),
+        secret: secret(2),
+        grace_ms: 0,
+        now_ms: T0 + 10,
+    };
+    assert_eq!(
+        rejected(apply(&mut state, &command)),
+        Rejection::KeyExpired { id: "key_a".into() }
+    );
 }
 
 #[test]
 fn revoke_is_idempotent_and_keeps_the_first_revocation_time() {
     let mut state = State::default();
     create(&mut state, "key_a", 1);
-    let first = key(apply(&mut state, &Command::RevokeKey { id: "key_a".into(), now_ms: T0 + 5 }));
+    let first = key(apply(
+        &mut state,
+        &Command::RevokeKey {
+            id: "key_a".into(),
+            now_ms: T0 + 5,
+        },
+    ));
     assert_eq!(first.status, KeyStatus::Revoked);
-    let second = key(apply(&mut state, &Command::RevokeKey { id: "key_a".into(), now_ms: T0 + 9 }));
+    let second = key(apply(
+        &mut state,
+        &Command::RevokeKey {
+            id: "key_a".into(),
+            now_ms: T0 + 9,
+        },
+    ));
     assert_eq!(second.updated_at_ms, T0 + 5);
     assert_eq!(
-        rejected(apply(&mut state, &Command::RevokeKey { id: "nope".into(), now_ms: T0 })),
+        rejected(apply(
+            &mut state,
+            &Command::RevokeKey {
+                id: "nope".into(),
+                now_ms: T0
+            }
+        )),
         Rejection::KeyNotFound { id: "nope".into() }
     );
 }
@@ -198,16 +267,36 @@ fn revoke_is_idempotent_and_keeps_the_first_revocation_time() {
 fn delete_removes_the_key_and_every_secret_hash() {
     let mut state = State::default();
     create(&mut state, "key_a", 1);
-    apply(&mut state, &Command::RotateKey { id: "key_a".into(), secret: secret(2), grace_ms: 60_000, now_ms: T0 });
+    apply(
+        &mut state,
+        &Command::RotateKey {
+            id: "key_a".into(),
+            secret: secret(2),
+            grace_ms: 60_000,
+            now_ms: T0,
+        },
+    );
     assert_eq!(
-        apply(&mut state, &Command::DeleteKey { id: "key_a".into(), now_ms: T0 }),
+        apply(
+            &mut state,
+            &Command::DeleteKey {
+                id: "key_a".into(),
+                now_ms: T0
+            }
+        ),
         Response::KeyDeleted { id: "key_a".into() }
     );
     assert!(state.key("key_a").is_none());
     assert!(state.key_by_secret_hash(&[1; 32]).is_none());
     assert!(state.key_by_secret_hash(&[2; 32]).is_none());
     assert_eq!(
-        rejected(apply(&mut state, &Command::DeleteKey { id: "key_a".into(), now_ms: T0 })),
+        rejected(apply(
+            &mut state,
+            &Command::DeleteKey {
+                id: "key_a".into(),
+                now_ms: T0
+            }
+        )),
         Rejection::KeyNotFound { id: "key_a".into() }
     );
 }
@@ -219,15 +308,29 @@ fn expire_marks_due_keys_and_prunes_past_grace_secrets() {
     due.expires_at_ms = Some(T0 + 100);
     apply(&mut state, &Command::CreateKey(Box::new(due)));
     create(&mut state, "key_rotated", 2);
-    apply(&mut state, &Command::RotateKey { id: "key_rotated".into(), secret: secret(3), grace_ms: 50, now_ms: T0 });
+    apply(
+        &mut state,
+        &Command::RotateKey {
+            id: "key_rotated".into(),
+            secret: secret(3),
+            grace_ms: 50,
+            now_ms: T0,
+        },
+    );
 
     assert_eq!(
         apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 49 }),
-        Response::KeysExpired { expired: 0, secrets_pruned: 0 }
+        Response::KeysExpired {
+            expired: 0,
+            secrets_pruned: 0
+        }
     );
     assert_eq!(
         apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 100 }),
-        Response::KeysExpired { expired: 1, secrets_pruned: 1 }
+        Response::KeysExpired {
+            expired: 1,
+            secrets_pruned: 1
+        }
     );
     assert_eq!(state.key("key_due").map(|k| k.status), Some(KeyStatus::Expired));
     assert!(state.key_by_secret_hash(&[2; 32]).is_none());
@@ -245,7 +348,10 @@ fn nodes_register_and_are_forgotten() {
         version: "0.1.0".into(),
         registered_at_ms: T0,
     };
-    assert_eq!(apply(&mut state, &Command::RegisterNode(info.clone())), Response::NodeUpdated { id: 2 });
+    assert_eq!(
+        apply(&mut state, &Command::RegisterNode(info.clone())),
+        Response::NodeUpdated { id: 2 }
+    );
     assert_eq!(state.nodes().get(&2), Some(&info));
     apply(&mut state, &Command::ForgetNode { id: 2 });
     assert!(state.nodes().is_empty());
@@ -259,7 +365,10 @@ fn pages_follow_id_order_without_gaps() {
     }
     let (first, more) = state.keys_page(None, 2);
     assert!(more);
-    assert_eq!(first.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["key_0", "key_1"]);
+    assert_eq!(
+        first.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["key_0", "key_1"]
+    );
     let (rest, more) = state.keys_page(Some("key_1"), 10);
     assert!(!more);
     assert_eq!(rest.len(), 3);
@@ -270,12 +379,18 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let byte = 1u8..12;
     let now = 0i64..10_000;
     prop_oneof![
-        (id.clone(), byte.clone(), now.clone(), proptest::option::of(0i64..20_000)).prop_map(|(id, b, now, exp)| {
-            let mut new = new_key(&id, b);
-            new.now_ms = T0 + now;
-            new.expires_at_ms = exp.map(|e| T0 + e);
-            Command::CreateKey(Box::new(new))
-        }),
+        (
+            id.clone(),
+            byte.clone(),
+            now.clone(),
+            proptest::option::of(0i64..20_000)
+        )
+            .prop_map(|(id, b, now, exp)| {
+                let mut new = new_key(&id, b);
+                new.now_ms = T0 + now;
+                new.expires_at_ms = exp.map(|e| T0 + e);
+                Command::CreateKey(Box::new(new))
+            }),
         (id.clone(), byte, 0u64..5_000, now.clone()).prop_map(|(id, b, grace_ms, now)| Command::RotateKey {
             id,
             secret: secret(b),

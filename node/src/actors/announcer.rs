@@ -16,7 +16,12 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub fn needs_announcement(state: &State, mine: &NodeInfo) -> bool {
     match state.nodes().get(&mine.id) {
         None => true,
-        Some(known) => NodeInfo { registered_at_ms: mine.registered_at_ms, ..known.clone() } != *mine,
+        Some(known) => {
+            NodeInfo {
+                registered_at_ms: mine.registered_at_ms,
+                ..known.clone()
+            } != *mine
+        }
     }
 }
 

@@ -82,7 +82,12 @@ mod tests {
             rate_limit: None,
             expires_at_ms,
             metadata_json: "{}".into(),
-            secret: KeySecret { hash: [byte; 32], prefix: "cf_x".into(), created_at_ms: 0, valid_until_ms: None },
+            secret: KeySecret {
+                hash: [byte; 32],
+                prefix: "cf_x".into(),
+                created_at_ms: 0,
+                valid_until_ms: None,
+            },
             now_ms: 0,
         }))
     }

@@ -68,7 +68,8 @@ mod tests {
     use super::*;
 
     fn request(authorization: Option<&str>) -> HttpRequest {
-        let mut builder = TestRequest::default().app_data(web::Data::new(AdminTokenDigest::of("s3cret-admin-token")));
+        let mut builder =
+            TestRequest::default().app_data(web::Data::new(AdminTokenDigest::of("s3cret-admin-token")));
         if let Some(value) = authorization {
             builder = builder.insert_header((header::AUTHORIZATION, value));
         }

@@ -100,10 +100,19 @@ mod tests {
 
     #[test]
     fn errors_are_classified() {
-        assert!(matches!(parse::<Example>(b"{\"name\":"), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(
+            parse::<Example>(b"{\"name\":"),
+            Err(ApiError::InvalidJson(_))
+        ));
         assert!(matches!(parse::<Example>(b"nope"), Err(ApiError::InvalidJson(_))));
-        assert!(matches!(parse::<Example>(b"{\"name\":1}"), Err(ApiError::Schema(_))));
-        assert!(matches!(parse::<Example>(b"{\"name\":\"a\",\"x\":1}"), Err(ApiError::Schema(_))));
+        assert!(matches!(
+            parse::<Example>(b"{\"name\":1}"),
+            Err(ApiError::Schema(_))
+        ));
+        assert!(matches!(
+            parse::<Example>(b"{\"name\":\"a\",\"x\":1}"),
+            Err(ApiError::Schema(_))
+        ));
         assert!(matches!(parse::<Example>(b""), Err(ApiError::Schema(_))));
         assert!(parse::<Example>(b"{\"name\":\"a\"}").is_ok());
     }

@@ -94,7 +94,10 @@ pub async fn add_member(
     if crate::config::parse_initial_cluster(&format!("1={}", request.peer_addr)).is_err()
         || request.peer_addr.contains([',', '=', '/', ' '])
     {
-        problems.push(cluster::validate::FieldError::new("peer_addr", "must be host:port"));
+        problems.push(cluster::validate::FieldError::new(
+            "peer_addr",
+            "must be host:port",
+        ));
     }
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));

@@ -80,7 +80,10 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
             Some(ms)
         }
         Some(Err(_)) => {
-            check(Err(FieldError::new("expires_at", "must be an RFC 3339 timestamp")));
+            check(Err(FieldError::new(
+                "expires_at",
+                "must be an RFC 3339 timestamp",
+            )));
             None
         }
     };
@@ -144,7 +147,11 @@ pub async fn list(
     let now = now_ms();
     let applied = ctx.cluster.shared().read();
     let (page, more) = applied.state.keys_page(query.cursor.as_deref(), limit);
-    let next_cursor = if more { page.last().map(|k| k.id.clone()) } else { None };
+    let next_cursor = if more {
+        page.last().map(|k| k.id.clone())
+    } else {
+        None
+    };
     let keys: Vec<KeyView> = page.into_iter().map(|k| KeyView::new(k, now)).collect();
     drop(applied);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": keys, "next_cursor": next_cursor })))
@@ -222,7 +229,10 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = key_id(id.into_inner())?;
-    let written = ctx.cluster.write(Command::DeleteKey { id, now_ms: now_ms() }).await?;
+    let written = ctx
+        .cluster
+        .write(Command::DeleteKey { id, now_ms: now_ms() })
+        .await?;
     match written.response {
         Response::KeyDeleted { id } => {
             tracing::info!(key_id = %id, "key deleted");

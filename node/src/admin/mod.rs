@@ -42,8 +42,14 @@ async fn read_barrier(ctx: &AdminContext, consistency: Consistency) -> Result<()
 /// Registers every admin route on `config`.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()))
-        .app_data(web::PathConfig::default().error_handler(|error, _| ApiError::InvalidId(error.to_string()).into()))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|error, _| ApiError::InvalidId(error.to_string()).into()),
+        )
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/v1/cluster").route(web::get().to(cluster::show)))
@@ -73,5 +79,8 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no such endpoint: {}", req.path().chars().take(200).collect::<String>())))
+    Err(ApiError::NotFound(format!(
+        "no such endpoint: {}",
+        req.path().chars().take(200).collect::<String>()
+    )))
 }

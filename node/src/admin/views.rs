@@ -52,10 +52,7 @@ impl KeyView {
         Self {
             id: key.id.clone(),
             name: key.name.clone(),
-            prefix: key
-                .current_secret()
-                .map(|s| s.prefix.clone())
-                .unwrap_or_default(),
+            prefix: key.current_secret().map(|s| s.prefix.clone()).unwrap_or_default(),
             tenant: key.tenant.clone(),
             scopes: key.scopes.clone(),
             rate_limit: key.rate_limit.map(|l| RateLimitBody {

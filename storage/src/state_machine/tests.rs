@@ -10,8 +10,12 @@ struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
-        let dir = tempfile::tempdir().map_err(|e| crate::error::io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e))?;
-        let (log, sm) = open(dir.path()).map_err(|e| crate::error::io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, e))?;
+        let dir = tempfile::tempdir().map_err(|e| {
+            crate::error::io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e)
+        })?;
+        let (log, sm) = open(dir.path()).map_err(|e| {
+            crate::error::io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, e)
+        })?;
         Ok((dir, log, sm))
     }
 }
