@@ -11,8 +11,8 @@ use rocksdb::DB;
 
 /// The handle that queues append acknowledgements for the flusher thread.
 pub(crate) struct Flusher {
-    queue: Sender<LogFlushed<TypeConfig>>,
-    _thread: Arc<JoinHandle<()>>,
+    queue: Option<Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
@@ -23,18 +23,31 @@ impl Flusher {
             .name("wal-flusher".into())
             .spawn(move || run(&db, &pending))?;
         Ok(Self {
-            queue,
-            _thread: Arc::new(thread),
+            queue: Some(queue),
+            thread: Some(thread),
         })
     }
 
     /// Queues `callback` to be completed after the next WAL sync.
     pub(crate) fn acknowledge_after_sync(&self, callback: LogFlushed<TypeConfig>) {
-        if let Err(unsent) = self.queue.send(callback) {
-            // The thread is gone; sync inline rather than lose the acknowledgement.
-            unsent
-                .0
-                .log_io_completed(Err(std::io::Error::other("WAL flusher thread stopped")));
+        let sent = match &self.queue {
+            Some(queue) => queue.send(callback).map_err(|unsent| unsent.0),
+            None => Err(callback),
+        };
+        if let Err(callback) = sent {
+            // The thread is gone: fail the append rather than acknowledge it unsynced.
+            callback.log_io_completed(Err(std::io::Error::other("WAL flusher thread stopped")));
+        }
+    }
+}
+
+impl Drop for Flusher {
+    /// Closes the queue and joins the thread, so that its handle on the database is released
+    /// before the store counts as closed (RocksDB must not outlive process teardown).
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
