@@ -29,6 +29,9 @@ pub enum Command {
     RegisterNode(NodeInfo),
     /// Forgets a member's info after it left the membership.
     ForgetNode { id: NodeId },
+    /// Several independent commands proposed as one log entry (group commit). Each is
+    /// applied in order with its own outcome, exactly as if proposed one by one.
+    Batch(Vec<Command>),
 }
 
 /// The fields of a key being created.
@@ -56,6 +59,7 @@ impl Command {
             Command::ExpireKeys { .. } => "expire_keys",
             Command::RegisterNode(_) => "register_node",
             Command::ForgetNode { .. } => "forget_node",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -77,6 +81,8 @@ pub enum Response {
     NodeUpdated { id: NodeId },
     /// The command was refused and changed nothing.
     Rejected(Rejection),
+    /// The outcomes of a [`Command::Batch`], in order.
+    Batch(Vec<Response>),
 }
 
 /// Why a command was refused. Each variant has a stable API code.

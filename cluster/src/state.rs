@@ -38,6 +38,9 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
         Command::RegisterNode(info) => Ok(state.register_node(info)),
         Command::ForgetNode { id } => Ok(state.forget_node(*id)),
+        Command::Batch(commands) => Ok(Response::Batch(
+            commands.iter().map(|command| apply(state, command)).collect(),
+        )),
     };
     outcome.unwrap_or_else(Response::Rejected)
 }

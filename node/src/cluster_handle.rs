@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerError, PeerRegistry};
 use cluster::types::{Node, NodeId, Raft};
 use cluster::{Command, Response};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use storage::SharedState;
 use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
+use crate::proposer::{write_error, Proposer};
 use crate::raft_runtime::RaftRuntime;
 
 /// How long a client operation may wait for a leader before giving up.
@@ -117,6 +118,7 @@ struct Inner {
     shared: SharedState,
     membership_lock: tokio::sync::Mutex<()>,
     catch_up_timeout: Duration,
+    proposer: Proposer,
 }
 
 impl ClusterHandle {
@@ -149,6 +151,7 @@ impl ClusterHandle {
         .map_err(|e| StartError::Raft(e.to_string()))?
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let proposer = Proposer::start(raft.clone(), &runtime, COMMIT_TIMEOUT);
         let handle = Self {
             inner: Arc::new(Inner {
                 id,
@@ -158,6 +161,7 @@ impl ClusterHandle {
                 shared,
                 membership_lock: tokio::sync::Mutex::new(()),
                 catch_up_timeout: config.raft.catch_up_timeout,
+                proposer,
             }),
         };
         handle.bootstrap(config).await?;
@@ -381,18 +385,7 @@ impl ClusterHandle {
     }
 
     async fn propose(&self, command: Command) -> Result<ForwardResponse, ForwardError> {
-        let written = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(command))
-            .await
-            .map_err(|_| {
-                ForwardError::Unavailable("the write did not commit in time; its outcome is unknown".into())
-            })?;
-        match written {
-            Ok(reply) => Ok(ForwardResponse::Written {
-                response: reply.data,
-                log_index: reply.log_id.index,
-            }),
-            Err(error) => Err(write_error(error)),
-        }
+        self.inner.proposer.propose(command).await
     }
 
     async fn read_index_as_leader(&self) -> Result<ForwardResponse, ForwardError> {
@@ -529,18 +522,6 @@ impl ClusterHandle {
         if let Err(error) = self.run(async move { raft.shutdown().await }).await {
             tracing::warn!(%error, "raft shutdown did not complete cleanly");
         }
-    }
-}
-
-fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> ForwardError {
-    match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ForwardError::NotLeader {
-            leader: forward.leader_id,
-        },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(refused)) => {
-            ForwardError::MembershipRefused(refused.to_string())
-        }
-        RaftError::Fatal(fatal) => ForwardError::Unavailable(fatal.to_string()),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`app`]: `serve`: start-up and ordered shutdown.
 //! - [`raft_runtime`], [`cluster_handle`]: openraft on its own runtime; writes, forwarding,
 //!   membership and read barriers.
+//! - [`proposer`]: group commit of concurrent writes into one log entry.
 //! - [`peer_server`]: the peer listener (Raft RPCs, forwarded writes).
 //! - [`admin`]: the admin API and health probes.
 //! - [`proxy`]: the data-plane listener.
@@ -23,6 +24,7 @@ mod cluster_handle;
 mod config;
 mod logging;
 mod peer_server;
+mod proposer;
 mod proxy;
 mod raft_runtime;
 

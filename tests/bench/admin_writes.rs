@@ -12,14 +12,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{wait_for, Cluster};
+use support::{free_port, wait_for, Cluster};
 
 /// What one measurement produced.
 struct Measurement {
@@ -111,13 +110,6 @@ fn measure(
             latencies_us,
         }
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 /// A three-member etcd cluster on loopback, killed on drop.
@@ -237,19 +229,25 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
 
-    let cluster = Cluster::start(3, &["--log", "warn"]);
+    let nodes: u64 = std::env::var("BENCH_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let with_etcd = std::env::var("BENCH_ETCD").map_or(true, |v| v != "0");
+    let node_log = std::env::var("BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into());
+    let cluster = Cluster::start(nodes, &["--log", &node_log]);
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
     let leader_port = cluster.node(leader).admin_port;
     let admin_ports: Vec<u16> = cluster.nodes.iter().map(|n| n.admin_port).collect();
 
     let etcd_root = tempfile::tempdir().expect("tempdir");
-    let etcd = Etcd::start(etcd_root.path());
-    let etcd_leader = etcd.leader_port().expect("etcd leader");
-    let etcd_ports = etcd.client_ports.clone();
+    let etcd = with_etcd.then(|| Etcd::start(etcd_root.path()));
+    let etcd_leader = etcd.as_ref().and_then(Etcd::leader_port).unwrap_or(0);
+    let etcd_ports = etcd.as_ref().map(|e| e.client_ports.clone()).unwrap_or_default();
 
     // A value of about the size of a replicated key record.
     let padding = "m".repeat(160);
-    println!("\nadmin writes, 3 nodes on loopback, {seconds} s per row, every write fsynced by a majority\n");
+    println!("\nadmin writes, {nodes} credentialflow nodes and 3 etcd members on loopback, {seconds} s per row, every write fsynced by a majority\n");
     println!("| system         | sent to   | conc | requests | errors |    req/s   | p50 ms   | p99 ms   |");
     println!("|----------------|-----------|------|----------|--------|------------|----------|----------|");
     let mut ratios = Vec::new();
@@ -271,6 +269,9 @@ fn main() {
             let cf = measure(credentialflow, concurrency, duration, 201);
             row("credentialflow", target, concurrency, &cf);
 
+            if !with_etcd {
+                continue;
+            }
             let ports = if spread {
                 etcd_ports.clone()
             } else {
@@ -304,6 +305,15 @@ fn main() {
         println!(
             "| {concurrency:>4} | {target:<9} | {ratio:>29.2}x | {cf_p99:>8.2} ms vs {et_p99:>6.2} ms |"
         );
+    }
+    if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
+        for node in &cluster.nodes {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                node.log_path(),
+                Path::new(&dir).join(format!("node{}.log", node.id)),
+            );
+        }
     }
     drop(etcd);
     drop(cluster);

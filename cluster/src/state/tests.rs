@@ -374,6 +374,29 @@ fn pages_follow_id_order_without_gaps() {
     assert_eq!(rest.len(), 3);
 }
 
+#[test]
+fn a_batch_applies_each_command_in_order_with_its_own_outcome() {
+    let mut state = State::default();
+    let batch = Command::Batch(vec![
+        Command::CreateKey(Box::new(new_key("key_a", 1))),
+        Command::CreateKey(Box::new(new_key("key_a", 2))),
+        Command::RevokeKey {
+            id: "key_a".into(),
+            now_ms: T0 + 1,
+        },
+    ]);
+    let Response::Batch(outcomes) = apply(&mut state, &batch) else {
+        panic!("a batch answers a batch");
+    };
+    assert!(matches!(outcomes[0], Response::Key(_)));
+    assert_eq!(
+        outcomes[1],
+        Response::Rejected(Rejection::KeyExists { id: "key_a".into() })
+    );
+    assert_eq!(key(outcomes[2].clone()).status, KeyStatus::Revoked);
+    assert!(state.key_by_secret_hash(&[2; 32]).is_none());
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let id = (0u8..4).prop_map(|i| format!("key_{i}"));
     let byte = 1u8..12;
@@ -426,5 +449,19 @@ proptest! {
         let mut decoded: State = wire::decode(&bytes).expect("decode");
         decoded.rebuild_indexes();
         prop_assert_eq!(decoded, a);
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_batch_is_equivalent_to_its_commands_one_by_one(
+        commands in proptest::collection::vec(arb_command(), 0..30)
+    ) {
+        let mut one_by_one = State::default();
+        let singles: Vec<Response> = commands.iter().map(|c| apply(&mut one_by_one, c)).collect();
+        let mut batched = State::default();
+        let outcome = apply(&mut batched, &Command::Batch(commands));
+        prop_assert_eq!(outcome, Response::Batch(singles));
+        prop_assert_eq!(batched, one_by_one);
     }
 }
