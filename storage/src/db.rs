@@ -59,6 +59,9 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenErro
     // space so every write reaches the OS before it is synced.
     options.set_manual_wal_flush(false);
     options.set_keep_log_file_num(4);
+    // Reuse WAL files: overwriting an already-sized file lets a WAL sync flush data only,
+    // not the file-size metadata as well (one device write per sync instead of two).
+    options.set_recycle_log_file_num(4);
     let families = [CF_LOG, CF_META, CF_SM]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
@@ -67,7 +70,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenErro
         source,
     })?;
     let db = Arc::new(db);
-    let log_store = LogStore::new(db.clone())?;
+    let log_store = LogStore::new(db.clone());
     let state_machine = StateMachineStore::restore(db)?;
     Ok((log_store, state_machine))
 }

@@ -20,8 +20,6 @@ pub enum StorageOpenError {
     },
     #[error("RocksDB read failed: {0}")]
     Read(#[from] rocksdb::Error),
-    #[error("cannot start the WAL flusher thread: {0}")]
-    Flusher(#[from] std::io::Error),
 }
 
 /// Converts an I/O failure into openraft's storage error for `subject` and `verb`.

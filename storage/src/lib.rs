@@ -3,8 +3,9 @@
 //! # Layout
 //!
 //! - [`db`]: opening the database, column families, typed metadata keys.
-//! - [`log_store`]: openraft's `RaftLogStorage`, acknowledging appends only once the WAL is
-//!   synced, with group commit through [`flusher`].
+//! - [`log_store`]: openraft's `RaftLogStorage`, acknowledging an append only once the WAL
+//!   holding it is synced (one sync per append; each append is a batch of entries, and each
+//!   entry on the leader a batch of commands).
 //! - [`state_machine`]: openraft's `RaftStateMachine`: applies entries to the in-memory
 //!   [`cluster::State`] and persists it as snapshots (restart = snapshot + log replay).
 //!
@@ -19,7 +20,6 @@
 
 pub mod db;
 pub mod error;
-mod flusher;
 pub mod log_store;
 pub mod state_machine;
 
