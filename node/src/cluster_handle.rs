@@ -2,7 +2,7 @@
 //! membership changes, linearizable read barriers and the cluster view.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerError, PeerRegistry};
@@ -14,7 +14,7 @@ use storage::SharedState;
 use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
-use crate::proposer::{write_error, Proposer};
+use crate::proposer::{propose_to_raft, write_error, BatchError, Batcher};
 use crate::raft_runtime::RaftRuntime;
 
 /// How long a client operation may wait for a leader before giving up.
@@ -25,7 +25,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why a cluster operation failed. Each variant maps to one API error code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     #[error("no leader is reachable; the cluster is electing one or has lost its majority")]
     NoLeader,
@@ -39,6 +39,12 @@ pub enum ClusterError {
     NotMember { id: NodeId },
     #[error("the node is shutting down or failed: {0}")]
     Unavailable(String),
+}
+
+impl BatchError for ClusterError {
+    fn stopped(reason: &str) -> Self {
+        ClusterError::Unavailable(reason.to_owned())
+    }
 }
 
 impl From<ForwardError> for ClusterError {
@@ -118,7 +124,10 @@ struct Inner {
     shared: SharedState,
     membership_lock: tokio::sync::Mutex<()>,
     catch_up_timeout: Duration,
-    proposer: Proposer,
+    /// Group commit of writes proposed on this node while it leads.
+    proposer: Batcher<ForwardError>,
+    /// Group forwarding of writes received while another node leads.
+    forwarder: Batcher<ClusterError>,
 }
 
 impl ClusterHandle {
@@ -151,19 +160,28 @@ impl ClusterHandle {
         .map_err(|e| StartError::Raft(e.to_string()))?
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let proposer = Proposer::start(raft.clone(), &runtime, COMMIT_TIMEOUT);
-        let handle = Self {
-            inner: Arc::new(Inner {
+        let proposer = {
+            let raft = raft.clone();
+            Batcher::start(&runtime, move |commands| {
+                propose_to_raft(raft.clone(), commands, COMMIT_TIMEOUT)
+            })
+        };
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let weak = weak.clone();
+            let forwarder = Batcher::start(&runtime, move |commands| forward_batch(weak.clone(), commands));
+            Inner {
                 id,
                 raft,
-                runtime,
+                runtime: runtime.clone(),
                 peers,
                 shared,
                 membership_lock: tokio::sync::Mutex::new(()),
                 catch_up_timeout: config.raft.catch_up_timeout,
                 proposer,
-            }),
-        };
+                forwarder,
+            }
+        });
+        let handle = Self { inner };
         handle.bootstrap(config).await?;
         Ok(handle)
     }
@@ -261,9 +279,23 @@ impl ClusterHandle {
         }
     }
 
-    /// Proposes `command` through the leader and returns its applied outcome.
+    /// Proposes `command` through the leader and returns its applied outcome. Concurrent
+    /// writes are batched: into one log entry on the leader, into one peer request on a
+    /// follower.
     pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
-        match self.through_leader(ForwardRequest::Write(command)).await? {
+        let leading = self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id);
+        let answer = if leading {
+            match self.inner.proposer.submit(command.clone()).await {
+                // Leadership moved while the write queued: take the path that finds the leader.
+                Err(ForwardError::NotLeader { .. }) => {
+                    self.through_leader(ForwardRequest::Write(command)).await
+                }
+                outcome => outcome.map_err(ClusterError::from),
+            }
+        } else {
+            self.inner.forwarder.submit(command).await
+        }?;
+        match answer {
             ForwardResponse::Written { response, log_index } => Ok(Written { response, log_index }),
             other => Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
         }
@@ -375,7 +407,8 @@ impl ClusterHandle {
     /// Performs a forwarded operation on this node, which must be the leader.
     pub async fn perform_as_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
         match request {
-            ForwardRequest::Write(command) => self.propose(command).await,
+            ForwardRequest::Write(command) => self.inner.proposer.submit(command).await,
+            ForwardRequest::WriteBatch(commands) => self.propose_batch(commands).await,
             ForwardRequest::AddMember { id, peer_addr, voter } => {
                 self.add_as_leader(id, peer_addr, voter).await
             }
@@ -384,8 +417,21 @@ impl ClusterHandle {
         }
     }
 
-    async fn propose(&self, command: Command) -> Result<ForwardResponse, ForwardError> {
-        self.inner.proposer.propose(command).await
+    async fn propose_batch(&self, commands: Vec<Command>) -> Result<ForwardResponse, ForwardError> {
+        let proposals = commands
+            .into_iter()
+            .map(|command| self.inner.proposer.submit(command));
+        let outcomes = futures::future::join_all(proposals).await;
+        // Leadership was lost before any of them was proposed: let the sender find the leader.
+        if let Some(Err(ForwardError::NotLeader { leader })) = outcomes.first() {
+            if outcomes
+                .iter()
+                .all(|o| matches!(o, Err(ForwardError::NotLeader { .. })))
+            {
+                return Err(ForwardError::NotLeader { leader: *leader });
+            }
+        }
+        Ok(ForwardResponse::Batch(outcomes))
     }
 
     async fn read_index_as_leader(&self) -> Result<ForwardResponse, ForwardError> {
@@ -522,6 +568,29 @@ impl ClusterHandle {
         if let Err(error) = self.run(async move { raft.shutdown().await }).await {
             tracing::warn!(%error, "raft shutdown did not complete cleanly");
         }
+    }
+}
+
+/// Forwards a follower's batch of writes to the leader in one peer request.
+async fn forward_batch(
+    inner: Weak<Inner>,
+    commands: Vec<Command>,
+) -> Vec<Result<ForwardResponse, ClusterError>> {
+    let count = commands.len();
+    let Some(inner) = inner.upgrade() else {
+        return vec![Err(ClusterError::Unavailable("the node is shutting down".into())); count];
+    };
+    let handle = ClusterHandle { inner };
+    match handle
+        .through_leader_on_runtime(ForwardRequest::WriteBatch(commands))
+        .await
+    {
+        Ok(ForwardResponse::Batch(outcomes)) if outcomes.len() == count => outcomes
+            .into_iter()
+            .map(|o| o.map_err(ClusterError::from))
+            .collect(),
+        Ok(other) => vec![Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))); count],
+        Err(error) => vec![Err(error); count],
     }
 }
 

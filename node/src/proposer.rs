@@ -1,11 +1,15 @@
-//! Group commit of proposals on the leader.
+//! Group commit of writes.
 //!
 //! openraft 0.9 appends (and waits for the fsync of) one log entry per `client_write`, so
-//! proposing each admin write on its own caps throughput at one write per fsync. The
-//! proposer instead gathers the writes that arrive while earlier ones are committing into one
-//! [`Command::Batch`] entry: one fsync on a majority covers all of them, and each caller still
-//! gets its own outcome.
+//! proposing each admin write on its own caps throughput at one write per fsync. A
+//! [`Batcher`] gathers the writes that arrive while earlier ones are in flight and hands
+//! them to a commit function together; every caller still gets its own outcome.
+//!
+//! - On the leader, the commit function proposes one [`Command::Batch`] entry: one fsync on
+//!   a majority covers the whole batch.
+//! - On a follower, it forwards the batch to the leader in one peer request.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,48 +20,75 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// Most commands in one log entry.
-const MAX_BATCH: usize = 256;
-/// Batches being committed at once; overlapping them keeps the leader's fsync and the
-/// followers' replication busy at the same time.
+/// Most commands in one batch.
+pub const MAX_BATCH: usize = 256;
+/// Batches in flight at once; overlapping them keeps the disk and the network busy together.
 const MAX_IN_FLIGHT: usize = 4;
-/// Queued proposals before callers wait for room.
+/// Queued writes before callers wait for room.
 const QUEUE_DEPTH: usize = 4096;
 
-/// A proposal and where its outcome goes.
-struct Proposal {
+/// A write and where its outcome goes.
+struct Pending<E> {
     command: Command,
-    reply: oneshot::Sender<Result<ForwardResponse, ForwardError>>,
+    reply: oneshot::Sender<Result<ForwardResponse, E>>,
 }
 
-/// The handle callers propose through.
-#[derive(Clone)]
-pub struct Proposer {
-    queue: mpsc::Sender<Proposal>,
+/// The handle callers submit writes through.
+pub struct Batcher<E> {
+    queue: mpsc::Sender<Pending<E>>,
 }
 
-impl Proposer {
-    /// Starts the batching task on `runtime`.
-    pub fn start(raft: Raft, runtime: &Handle, commit_timeout: Duration) -> Self {
+impl<E> Clone for Batcher<E> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// What a batcher reports when it cannot deliver an outcome.
+pub trait BatchError: Clone + Send + 'static {
+    fn stopped(reason: &str) -> Self;
+}
+
+impl BatchError for ForwardError {
+    fn stopped(reason: &str) -> Self {
+        ForwardError::Unavailable(reason.to_owned())
+    }
+}
+
+impl<E: BatchError> Batcher<E> {
+    /// Starts the batching task on `runtime`; `commit` turns a batch into one outcome per
+    /// command, in order.
+    pub fn start<F, Fut>(runtime: &Handle, commit: F) -> Self
+    where
+        F: Fn(Vec<Command>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<ForwardResponse, E>>> + Send + 'static,
+    {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
-        runtime.spawn(run(raft, pending, commit_timeout));
+        runtime.spawn(run(pending, commit));
         Self { queue }
     }
 
-    /// Proposes `command` and returns its outcome once committed and applied.
-    pub async fn propose(&self, command: Command) -> Result<ForwardResponse, ForwardError> {
+    /// Submits `command` and returns its outcome.
+    pub async fn submit(&self, command: Command) -> Result<ForwardResponse, E> {
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .send(Proposal { command, reply })
+            .send(Pending { command, reply })
             .await
-            .map_err(|_| ForwardError::Unavailable("the proposer has stopped".into()))?;
+            .map_err(|_| E::stopped("the write batcher has stopped"))?;
         outcome
             .await
-            .map_err(|_| ForwardError::Unavailable("the proposal was dropped during shutdown".into()))?
+            .map_err(|_| E::stopped("the write was dropped during shutdown"))?
     }
 }
 
-async fn run(raft: Raft, mut pending: mpsc::Receiver<Proposal>, commit_timeout: Duration) {
+async fn run<E, F, Fut>(mut pending: mpsc::Receiver<Pending<E>>, commit: F)
+where
+    E: BatchError,
+    F: Fn(Vec<Command>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Result<ForwardResponse, E>>> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -69,56 +100,57 @@ async fn run(raft: Raft, mut pending: mpsc::Receiver<Proposal>, commit_timeout: 
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match pending.try_recv() {
-                Ok(proposal) => batch.push(proposal),
+                Ok(write) => batch.push(write),
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let committed = commit(commands);
         tokio::spawn(async move {
-            commit(&raft, batch, commit_timeout).await;
+            let mut outcomes = committed.await.into_iter();
+            for reply in replies {
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(E::stopped("the batch answered fewer outcomes than writes")));
+                let _ = reply.send(outcome);
+            }
             drop(slot);
         });
     }
 }
 
-/// Proposes one batch and hands every caller its own outcome.
-async fn commit(raft: &Raft, batch: Vec<Proposal>, commit_timeout: Duration) {
-    let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    let single = commands.len() == 1;
-    let entry = match single {
-        true => commands.into_iter().next().unwrap_or(Command::Batch(Vec::new())),
-        false => Command::Batch(commands),
+/// Proposes `commands` as one log entry and returns each command's outcome.
+pub async fn propose_to_raft(
+    raft: Raft,
+    commands: Vec<Command>,
+    commit_timeout: Duration,
+) -> Vec<Result<ForwardResponse, ForwardError>> {
+    let count = commands.len();
+    let entry = match <[Command; 1]>::try_from(commands) {
+        Ok([single]) => single,
+        Err(commands) => Command::Batch(commands),
     };
-    let outcome = match tokio::time::timeout(commit_timeout, raft.client_write(entry)).await {
-        Ok(Ok(reply)) => Ok((reply.data, reply.log_id.index)),
-        Ok(Err(error)) => Err(write_error(error)),
-        Err(_) => Err(ForwardError::Unavailable(
-            "the write did not commit in time; its outcome is unknown".into(),
-        )),
-    };
-    match outcome {
-        Ok((response, log_index)) => {
-            let responses = match (single, response) {
-                (true, response) => vec![response],
+    let single = count == 1;
+    match tokio::time::timeout(commit_timeout, raft.client_write(entry)).await {
+        Ok(Ok(reply)) => {
+            let log_index = reply.log_id.index;
+            let responses = match (single, reply.data) {
                 (false, Response::Batch(responses)) => responses,
-                (false, other) => vec![other],
+                (_, response) => vec![response],
             };
-            let mut responses = responses.into_iter();
-            for reply in replies {
-                let answer = match responses.next() {
-                    Some(response) => Ok(ForwardResponse::Written { response, log_index }),
-                    None => Err(ForwardError::Unavailable(
-                        "the batch answered fewer outcomes than commands".into(),
-                    )),
-                };
-                let _ = reply.send(answer);
-            }
+            responses
+                .into_iter()
+                .map(|response| Ok(ForwardResponse::Written { response, log_index }))
+                .collect()
         }
-        Err(error) => {
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-        }
+        Ok(Err(error)) => vec![Err(write_error(error)); count],
+        Err(_) => vec![
+            Err(ForwardError::Unavailable(
+                "the write did not commit in time; its outcome is unknown".into()
+            ));
+            count
+        ],
     }
 }
 

@@ -25,6 +25,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub enum ForwardRequest {
     /// Propose a command and answer once it is committed and applied.
     Write(Command),
+    /// Propose several independent commands (a follower's batch of concurrent writes);
+    /// each gets its own outcome.
+    WriteBatch(Vec<Command>),
     /// Add a member as a learner, wait for it to catch up, then promote it if `voter`.
     AddMember {
         id: NodeId,
@@ -43,6 +46,8 @@ pub enum ForwardRequest {
 pub enum ForwardResponse {
     /// The command's outcome and the log index it was applied at.
     Written { response: Response, log_index: u64 },
+    /// The outcomes of a [`ForwardRequest::WriteBatch`], in order.
+    Batch(Vec<Result<ForwardResponse, ForwardError>>),
     /// The membership change is complete.
     MembershipChanged { log_index: u64 },
     /// Reads that wait for this index are linearizable.
