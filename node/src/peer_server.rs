@@ -1,6 +1,6 @@
 //! The peer listener: Raft RPCs and forwarded admin operations, bincode bodies.
 //!
-//! Every call runs on the Raft runtime, so a flood on the public listeners cannot delay it.
+//! The listener has its own workers, so a flood on the public listeners cannot delay it.
 
 use std::future::Future;
 
@@ -53,10 +53,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
         }));
 }
 
-/// Decodes the body, runs `call` on the Raft runtime and encodes its answer.
+/// Decodes the body, runs `call` and encodes its answer.
+///
+/// Raft RPCs are awaited right on this listener's own workers: openraft's API only passes
+/// messages to its core, which runs on the Raft runtime, and this listener's workers serve
+/// nothing else, so data-plane load cannot delay them. Forwarded operations, which drive
+/// peer clients and batching, run on the Raft runtime.
 async fn serve<Req, Fut>(
     cluster: web::Data<ClusterHandle>,
     body: web::Bytes,
+    on_raft_runtime: bool,
     call: impl FnOnce(ClusterHandle, Req) -> Fut,
 ) -> Result<HttpResponse, PeerServeError>
 where
@@ -66,7 +72,11 @@ where
 {
     let request: Req = wire::decode(&body).map_err(PeerServeError::Malformed)?;
     let handle = cluster.get_ref().clone();
-    let answer = RaftRuntime::run(cluster.runtime(), call(handle, request)).await?;
+    let answer = if on_raft_runtime {
+        RaftRuntime::run(cluster.runtime(), call(handle, request)).await?
+    } else {
+        call(handle, request).await
+    };
     let bytes = wire::encode(&answer).map_err(PeerServeError::Encode)?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(bytes))
 }
@@ -75,15 +85,19 @@ async fn append(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> Result<H
     serve(
         cluster,
         body,
+        false,
         |c, request: AppendEntriesRequest<TypeConfig>| async move { c.raft().append_entries(request).await },
     )
     .await
 }
 
 async fn vote(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> Result<HttpResponse, PeerServeError> {
-    serve(cluster, body, |c, request: VoteRequest<NodeId>| async move {
-        c.raft().vote(request).await
-    })
+    serve(
+        cluster,
+        body,
+        false,
+        |c, request: VoteRequest<NodeId>| async move { c.raft().vote(request).await },
+    )
     .await
 }
 
@@ -91,7 +105,7 @@ async fn snapshot(
     cluster: web::Data<ClusterHandle>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PeerServeError> {
-    serve(cluster, body, |c, request: InstallSnapshotRequest<TypeConfig>| async move {
+    serve(cluster, body, false, |c, request: InstallSnapshotRequest<TypeConfig>| async move {
         c.raft().install_snapshot(request).await
     })
     .await
@@ -101,7 +115,7 @@ async fn forward(
     cluster: web::Data<ClusterHandle>,
     body: web::Bytes,
 ) -> Result<HttpResponse, PeerServeError> {
-    serve(cluster, body, |c, request: ForwardRequest| async move {
+    serve(cluster, body, true, |c, request: ForwardRequest| async move {
         let leader = c.metrics().current_leader;
         if leader != Some(c.id()) {
             return Err(ForwardError::NotLeader { leader });

@@ -4,6 +4,7 @@
 pub use crate::clock::{now_ms, rfc3339};
 use cluster::{KeyRecord, RateLimit};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// A rate limit as the API reads and writes it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -40,7 +41,8 @@ pub struct KeyView {
     pub scopes: Vec<String>,
     pub rate_limit: Option<RateLimitBody>,
     pub expires_at: Option<String>,
-    pub metadata: serde_json::Value,
+    /// The stored metadata JSON, emitted as is (it was validated as an object on the way in).
+    pub metadata: Box<RawValue>,
     pub status: &'static str,
     pub created_at: String,
     pub updated_at: String,
@@ -60,8 +62,9 @@ impl KeyView {
                 window_secs: l.window_secs,
             }),
             expires_at: key.expires_at_ms.map(rfc3339),
-            metadata: serde_json::from_str(&key.metadata_json)
-                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+            metadata: RawValue::from_string(key.metadata_json.clone())
+                .or_else(|_| RawValue::from_string("{}".to_owned()))
+                .unwrap_or_default(),
             status: key.status_at(now_ms).as_str(),
             created_at: rfc3339(key.created_at_ms),
             updated_at: rfc3339(key.updated_at_ms),
