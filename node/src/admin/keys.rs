@@ -125,7 +125,7 @@ pub async fn create(
     let (command, plaintext) = new_key_command(body.0, now)?;
     let written = ctx.cluster.write(command).await?;
     let view = key_view(written.response, now)?;
-    tracing::info!(key_id = %view.id, log_index = written.log_index, "key created");
+    tracing::debug!(key_id = %view.id, log_index = written.log_index, "key created");
     Ok(HttpResponse::Created().json(KeyWithSecret { key: plaintext, view }))
 }
 
@@ -200,7 +200,7 @@ pub async fn rotate(
     };
     let written = ctx.cluster.write(command).await?;
     let view = key_view(written.response, now)?;
-    tracing::info!(key_id = %view.id, "key rotated");
+    tracing::debug!(key_id = %view.id, "key rotated");
     Ok(HttpResponse::Ok().json(KeyWithSecret {
         key: generated.plaintext,
         view,
@@ -218,7 +218,7 @@ pub async fn revoke(
     let now = now_ms();
     let written = ctx.cluster.write(Command::RevokeKey { id, now_ms: now }).await?;
     let view = key_view(written.response, now)?;
-    tracing::info!(key_id = %view.id, "key revoked");
+    tracing::debug!(key_id = %view.id, "key revoked");
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -235,7 +235,7 @@ pub async fn delete(
         .await?;
     match written.response {
         Response::KeyDeleted { id } => {
-            tracing::info!(key_id = %id, "key deleted");
+            tracing::debug!(key_id = %id, "key deleted");
             Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
         }
         Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
