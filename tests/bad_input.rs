@@ -301,3 +301,107 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
         linearizable.text
     );
 }
+
+#[test]
+fn garbage_on_the_peer_listener_is_refused_and_harms_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::new(root.path(), 1);
+    node.start(&[]);
+    support::wait_for(Duration::from_secs(30), "the node to be ready", || {
+        send(http().get(node.admin_url("/readyz"))).filter(|a| a.status == 200)
+    });
+    let peer = |path: &str, body: Vec<u8>| {
+        send(
+            http()
+                .post(format!("http://{}{}", node.peer_addr(), path))
+                .header("content-type", "application/x-credentialflow-bincode")
+                .body(body),
+        )
+        .expect("peer answer")
+    };
+    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/cluster/forward"] {
+        for body in [
+            Vec::new(),
+            b"garbage".to_vec(),
+            vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            vec![9; 64],
+        ] {
+            let answer = peer(path, body.clone());
+            assert_eq!(answer.status, 400, "{path} with {body:?}: {}", answer.text);
+        }
+    }
+    assert_eq!(peer("/raft/nothing", Vec::new()).status, 404);
+    // Still a working member.
+    assert!(support::create_key(&node, "after-garbage").is_some());
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn invalid_configuration_is_reported_at_once_and_nothing_starts() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let binary = env!("CARGO_BIN_EXE_credentialflow");
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary)
+            .args(args)
+            .current_dir(root.path())
+            .output()
+            .expect("run credentialflow")
+    };
+    let out = run(&[
+        "serve",
+        "--id",
+        "0",
+        "--admin-addr",
+        "nowhere",
+        "--heartbeat-interval",
+        "soon",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for field in ["id", "admin_addr", "heartbeat_interval"] {
+        assert!(stderr.contains(field), "{field} not reported: {stderr}");
+    }
+    assert!(
+        !root.path().join("data").exists(),
+        "a rejected configuration created the data dir"
+    );
+
+    let config = root.path().join("bad.toml");
+    std::fs::write(&config, "admin_adr = \"127.0.0.1:1\"\n").expect("write config");
+    let out = run(&["serve", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin_adr"), "{stderr}");
+
+    let out = run(&["serve", "--initial-cluster", "1=a:1", "--join"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_data_directory_never_starts_as_another_node() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::new(root.path(), 1);
+    node.start(&[]);
+    support::wait_for(Duration::from_secs(30), "the node to be ready", || {
+        send(http().get(node.admin_url("/readyz"))).filter(|a| a.status == 200)
+    });
+    assert!(node.terminate().success());
+    let log = root.path().join("wrong-node.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_credentialflow"))
+        .args(["serve", "--id", "2", "--admin-token", TOKEN])
+        .args(["--data-dir", &node.dir.join("data").display().to_string()])
+        .args(["--admin-addr", &format!("127.0.0.1:{}", node.admin_port)])
+        .args(["--proxy-addr", &format!("127.0.0.1:{}", node.proxy_port)])
+        .args(["--peer-addr", &node.peer_addr()])
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("run credentialflow");
+    let status = support::wait_for(Duration::from_secs(30), "the wrong node to give up", || {
+        child.try_wait().expect("wait")
+    });
+    let _ = child.kill();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success());
+    assert!(stderr.contains("belongs to node 1"), "{stderr}");
+}

@@ -136,7 +136,7 @@ impl ClusterHandle {
         let raft_dir = config.data_dir.join("raft");
         std::fs::create_dir_all(&raft_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", raft_dir.display())))?;
-        let (log_store, state_machine) = storage::open(&raft_dir)?;
+        let (log_store, state_machine) = storage::open_as(&raft_dir, config.id)?;
         let shared = state_machine.shared();
         let raft_config = openraft::Config {
             cluster_name: "credentialflow".to_owned(),

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cluster::types::NodeId;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 use crate::error::StorageOpenError;
@@ -22,6 +23,7 @@ pub(crate) enum MetaKey {
     Vote,
     Committed,
     LastPurged,
+    NodeId,
 }
 
 impl MetaKey {
@@ -30,6 +32,7 @@ impl MetaKey {
             MetaKey::Vote => b"vote",
             MetaKey::Committed => b"committed",
             MetaKey::LastPurged => b"last_purged",
+            MetaKey::NodeId => b"node_id",
         }
     }
 }
@@ -49,14 +52,21 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).expect("column family created on open")
 }
 
+/// Opens the store of node `node_id`: the first open records the id, and a later open with
+/// another id is refused, so a data directory is never started as the wrong member.
+pub fn open_as(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore), StorageOpenError> {
+    let (log_store, state_machine) = open(dir)?;
+    log_store.claim_node_id(node_id)?;
+    Ok((log_store, state_machine))
+}
+
 /// Opens (creating if needed) the store under `dir` and returns its log store and its
 /// state machine, restored from the last snapshot.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    // The WAL is synced explicitly (group commit); keep RocksDB from buffering it in user
-    // space so every write reaches the OS before it is synced.
+    // Appends sync the WAL; keep RocksDB from buffering it in user space.
     options.set_manual_wal_flush(false);
     options.set_keep_log_file_num(4);
     // Reuse WAL files: overwriting an already-sized file lets a WAL sync flush data only,

@@ -18,8 +18,12 @@ pub enum StorageOpenError {
         #[source]
         source: cluster::wire::WireError,
     },
+    #[error("this data directory belongs to node {stored}, not node {configured}")]
+    WrongNode { stored: NodeId, configured: NodeId },
     #[error("RocksDB read failed: {0}")]
     Read(#[from] rocksdb::Error),
+    #[error("cannot record the node id: {0}")]
+    Record(String),
 }
 
 /// Converts an I/O failure into openraft's storage error for `subject` and `verb`.

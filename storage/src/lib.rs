@@ -23,7 +23,7 @@ pub mod error;
 pub mod log_store;
 pub mod state_machine;
 
-pub use db::open;
+pub use db::{open, open_as};
 pub use error::StorageOpenError;
 pub use log_store::LogStore;
 pub use state_machine::{AppliedState, SharedState, StateMachineStore};

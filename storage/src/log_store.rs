@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::db::{cf, log_key, MetaKey, CF_LOG, CF_META};
-use crate::error::io_error;
+use crate::error::{io_error, StorageOpenError};
 
 /// The Raft log store. Writes are serialised by openraft; reads may come from any reader.
 pub struct LogStore {
@@ -29,6 +29,21 @@ pub struct LogReader {
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
         Self { db }
+    }
+
+    /// Records `id` as the owner of this store on first use; refuses a different id later.
+    pub(crate) fn claim_node_id(&self, id: NodeId) -> Result<(), StorageOpenError> {
+        match self.get_meta::<NodeId>(MetaKey::NodeId) {
+            Ok(Some(stored)) if stored == id => Ok(()),
+            Ok(Some(stored)) => Err(StorageOpenError::WrongNode {
+                stored,
+                configured: id,
+            }),
+            Ok(None) => self
+                .put_meta(MetaKey::NodeId, &id, true)
+                .map_err(|e| StorageOpenError::Record(e.to_string())),
+            Err(e) => Err(StorageOpenError::Record(e.to_string())),
+        }
     }
 
     fn put_meta<T: Serialize>(&self, key: MetaKey, value: &T, sync: bool) -> Result<(), StorageError> {

@@ -122,3 +122,18 @@ mod restart {
         );
     }
 }
+
+#[test]
+fn a_data_directory_refuses_to_start_as_another_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(crate::open_as(dir.path(), 2).expect("first open records node 2"));
+    drop(crate::open_as(dir.path(), 2).expect("node 2 again"));
+    match crate::open_as(dir.path(), 3) {
+        Err(crate::StorageOpenError::WrongNode {
+            stored: 2,
+            configured: 3,
+        }) => {}
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("node 3 must not open node 2's data"),
+    }
+}
