@@ -81,3 +81,39 @@ fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
         "the log should say where the token was written"
     );
 }
+
+#[test]
+fn the_expiry_janitor_records_expired_keys_through_raft() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::new(root.path(), 1);
+    node.start(&["--expiry-interval".to_owned(), "100ms".to_owned()]);
+    // Wait until the node has registered itself, so no other write is pending.
+    let applied = wait_for(Duration::from_secs(30), "node registration", || {
+        let view = node.cluster_view()?;
+        view["members"][0]["admin_addr"].as_str()?;
+        view["last_applied"].as_u64()
+    });
+    let expires_at = rfc3339_in(Duration::from_millis(1500));
+    let created = node
+        .post(
+            "/v1/keys",
+            &json!({ "name": "short-lived", "expires_at": expires_at }),
+        )
+        .expect("create");
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let after_create = applied + 1;
+    // The janitor proposes one sweep once the key is past its expiry; the key reads expired.
+    wait_for(Duration::from_secs(30), "an expiry sweep entry", || {
+        let view = node.cluster_view()?;
+        (view["last_applied"].as_u64()? > after_create).then_some(())
+    });
+    let key = node.get(&format!("/v1/keys/{id}")).expect("key");
+    assert_eq!(key.body["status"], json!("expired"), "{}", key.text);
+}
+
+/// An RFC 3339 UTC timestamp `ahead` from now.
+fn rfc3339_in(ahead: Duration) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::from_std(ahead).expect("duration");
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
