@@ -29,9 +29,28 @@ pub enum Command {
     RegisterNode(NodeInfo),
     /// Forgets a member's info after it left the membership.
     ForgetNode { id: NodeId },
-    /// Several independent commands proposed as one log entry (group commit). Each is
-    /// applied in order with its own outcome, exactly as if proposed one by one.
+}
+
+/// What one log entry carries: a command, or several independent commands proposed together
+/// (group commit), each applied in order with its own outcome exactly as if proposed one by
+/// one. Deliberately not recursive, so no input can nest batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    One(Command),
     Batch(Vec<Command>),
+}
+
+/// The outcome of applying a [`Proposal`]: one response per command, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    One(Response),
+    Batch(Vec<Response>),
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome::One(Response::Empty)
+    }
 }
 
 /// The fields of a key being created.
@@ -59,7 +78,6 @@ impl Command {
             Command::ExpireKeys { .. } => "expire_keys",
             Command::RegisterNode(_) => "register_node",
             Command::ForgetNode { .. } => "forget_node",
-            Command::Batch(_) => "batch",
         }
     }
 }
@@ -81,8 +99,6 @@ pub enum Response {
     NodeUpdated { id: NodeId },
     /// The command was refused and changed nothing.
     Rejected(Rejection),
-    /// The outcomes of a [`Command::Batch`], in order.
-    Batch(Vec<Response>),
 }
 
 /// Why a command was refused. Each variant has a stable API code.

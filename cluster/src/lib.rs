@@ -24,7 +24,7 @@ pub mod types;
 pub mod validate;
 pub mod wire;
 
-pub use command::{Command, Rejection, Response};
+pub use command::{Command, Outcome, Proposal, Rejection, Response};
 pub use model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, RateLimit};
-pub use state::{apply, State};
+pub use state::{apply, apply_proposal, State};
 pub use types::{NodeId, TypeConfig};

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, NewKey, Rejection, Response};
+use crate::command::{Command, NewKey, Outcome, Proposal, Rejection, Response};
 use crate::model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, SecretHash};
 use crate::types::NodeId;
 use crate::validate::{self, FieldError};
@@ -38,11 +38,16 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
         Command::RegisterNode(info) => Ok(state.register_node(info)),
         Command::ForgetNode { id } => Ok(state.forget_node(*id)),
-        Command::Batch(commands) => Ok(Response::Batch(
-            commands.iter().map(|command| apply(state, command)).collect(),
-        )),
     };
     outcome.unwrap_or_else(Response::Rejected)
+}
+
+/// Applies what one log entry carries.
+pub fn apply_proposal(state: &mut State, proposal: &Proposal) -> Outcome {
+    match proposal {
+        Proposal::One(command) => Outcome::One(apply(state, command)),
+        Proposal::Batch(commands) => Outcome::Batch(commands.iter().map(|c| apply(state, c)).collect()),
+    }
 }
 
 impl State {

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use crate::command::{Command, Response};
+use crate::command::{Outcome, Proposal};
 
 /// Identifies a cluster member; stable for the life of its data directory.
 pub type NodeId = u64;
@@ -14,8 +14,8 @@ openraft::declare_raft_types!(
     /// The Raft type configuration of credentialflow: commands in, responses out,
     /// snapshots as in-memory byte buffers.
     pub TypeConfig:
-        D = Command,
-        R = Response,
+        D = Proposal,
+        R = Outcome,
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,

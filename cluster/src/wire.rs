@@ -29,6 +29,10 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ 256 * 1024 * 1024 }>()
 }
 
+fn large_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ u32::MAX as usize }>()
+}
+
 /// Encodes `value` with the version marker.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
     let mut out = vec![FORMAT_V1];
@@ -37,14 +41,32 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
 }
 
 /// Decodes a value written by [`encode`], refusing unknown versions and trailing bytes.
+/// Claimed lengths are capped at 256 MiB: use it for messages.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let body = versioned_body(bytes)?;
+    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
+    finish(value, read, body.len())
+}
+
+/// Like [`decode`], with lengths capped at 4 GiB: for whole-state snapshots, which are
+/// already in memory when decoded and may legitimately exceed the message cap.
+pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let body = versioned_body(bytes)?;
+    let (value, read) = bincode::serde::decode_from_slice(body, large_config())?;
+    finish(value, read, body.len())
+}
+
+fn versioned_body(bytes: &[u8]) -> Result<&[u8], WireError> {
     let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
     if version != FORMAT_V1 {
         return Err(WireError::UnknownVersion(version));
     }
-    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
-    if read != body.len() {
-        return Err(WireError::TrailingBytes(body.len() - read));
+    Ok(body)
+}
+
+fn finish<T>(value: T, read: usize, len: usize) -> Result<T, WireError> {
+    if read != len {
+        return Err(WireError::TrailingBytes(len - read));
     }
     Ok(value)
 }

@@ -42,8 +42,12 @@ pub enum ClusterError {
 }
 
 impl BatchError for ClusterError {
-    fn stopped(reason: &str) -> Self {
+    fn not_sent(reason: &str) -> Self {
         ClusterError::Unavailable(reason.to_owned())
+    }
+
+    fn unknown(reason: &str) -> Self {
+        ClusterError::OutcomeUnknown(reason.to_owned())
     }
 }
 
@@ -53,6 +57,7 @@ impl From<ForwardError> for ClusterError {
             ForwardError::NotLeader { .. } => ClusterError::NoLeader,
             ForwardError::MembershipRefused(reason) => ClusterError::MembershipRefused(reason),
             ForwardError::NotMember { id } => ClusterError::NotMember { id },
+            ForwardError::OutcomeUnknown(reason) => ClusterError::OutcomeUnknown(reason),
             ForwardError::CatchUpTimeout { id, waited_ms } => ClusterError::CatchUpTimeout { id, waited_ms },
             ForwardError::Unavailable(reason) => ClusterError::Unavailable(reason),
         }
@@ -295,9 +300,38 @@ impl ClusterHandle {
         } else {
             self.inner.forwarder.submit(command).await
         }?;
-        match answer {
-            ForwardResponse::Written { response, log_index } => Ok(Written { response, log_index }),
-            other => Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+        let ForwardResponse::Written { response, log_index } = answer else {
+            return Err(unexpected_answer());
+        };
+        if !leading {
+            self.wait_applied_locally(log_index).await;
+        }
+        Ok(Written { response, log_index })
+    }
+
+    /// Waits (bounded) until this replica has applied `index`, so that a client reading
+    /// its own write from the node it wrote through finds it.
+    async fn wait_applied_locally(&self, index: u64) {
+        let raft = self.inner.raft.clone();
+        let waited = self
+            .run(async move {
+                raft.wait(Some(COMMIT_TIMEOUT))
+                    .applied_index_at_least(Some(index), "read your writes")
+                    .await
+            })
+            .await;
+        if !matches!(waited, Ok(Ok(_))) {
+            tracing::debug!(index, "write committed but not yet applied on this replica");
+        }
+    }
+
+    /// How long the leader may legitimately work on `request` once it has it.
+    fn leader_work_bound(&self, request: &ForwardRequest) -> Duration {
+        match request {
+            // Catching up a new member can take the whole catch-up timeout, then a
+            // membership change is committed.
+            ForwardRequest::AddMember { .. } => self.inner.catch_up_timeout + COMMIT_TIMEOUT * 2,
+            _ => COMMIT_TIMEOUT,
         }
     }
 
@@ -308,7 +342,7 @@ impl ClusterHandle {
             .await?
         {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
-            other => Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+            _ => Err(unexpected_answer()),
         }
     }
 
@@ -316,7 +350,7 @@ impl ClusterHandle {
     pub async fn remove_member(&self, id: NodeId) -> Result<u64, ClusterError> {
         let log_index = match self.through_leader(ForwardRequest::RemoveMember { id }).await? {
             ForwardResponse::MembershipChanged { log_index } => log_index,
-            other => return Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+            _ => return Err(unexpected_answer()),
         };
         if let Err(error) = self.write(Command::ForgetNode { id }).await {
             tracing::warn!(node = id, %error, "member removed but its node info was not cleared");
@@ -329,7 +363,7 @@ impl ClusterHandle {
     pub async fn linearizable_barrier(&self) -> Result<(), ClusterError> {
         let index = match self.through_leader(ForwardRequest::ReadIndex).await? {
             ForwardResponse::ReadIndex { index } => index,
-            other => return Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))),
+            _ => return Err(unexpected_answer()),
         };
         let raft = self.inner.raft.clone();
         self.run(async move {
@@ -384,7 +418,8 @@ impl ClusterHandle {
                         .peers
                         .client(&addr)
                         .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-                    match client.forward(&request, remaining + COMMIT_TIMEOUT).await {
+                    let timeout = remaining + self.leader_work_bound(&request);
+                    match client.forward(&request, timeout).await {
                         Ok(Err(ForwardError::NotLeader { .. })) => {}
                         Ok(outcome) => return outcome.map_err(ClusterError::from),
                         Err(PeerError::Unreachable { .. }) => {}
@@ -400,7 +435,10 @@ impl ClusterHandle {
                 return Err(ClusterError::NoLeader);
             }
             // Wake on the next metrics change (a new leader), or re-check shortly.
-            let _ = tokio::time::timeout(Duration::from_millis(100), metrics_changes.changed()).await;
+            let changed = tokio::time::timeout(Duration::from_millis(100), metrics_changes.changed()).await;
+            if let Ok(Err(_)) = changed {
+                return Err(ClusterError::Unavailable("raft has stopped".into()));
+            }
         }
     }
 
@@ -431,6 +469,16 @@ impl ClusterHandle {
                 return Err(ForwardError::NotLeader { leader: *leader });
             }
         }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(ForwardResponse::Written { response, log_index }) => Ok((response, log_index)),
+                Ok(_) => Err(ForwardError::Unavailable(
+                    "unexpected answer from the proposer".into(),
+                )),
+                Err(error) => Err(error),
+            })
+            .collect();
         Ok(ForwardResponse::Batch(outcomes))
     }
 
@@ -587,11 +635,19 @@ async fn forward_batch(
     {
         Ok(ForwardResponse::Batch(outcomes)) if outcomes.len() == count => outcomes
             .into_iter()
-            .map(|o| o.map_err(ClusterError::from))
+            .map(|outcome| match outcome {
+                Ok((response, log_index)) => Ok(ForwardResponse::Written { response, log_index }),
+                Err(error) => Err(ClusterError::from(error)),
+            })
             .collect(),
-        Ok(other) => vec![Err(ClusterError::Unavailable(format!("unexpected answer {other:?}"))); count],
+        Ok(_) => vec![Err(unexpected_answer()); count],
         Err(error) => vec![Err(error); count],
     }
+}
+
+/// A peer answered with a message of the wrong kind (a protocol mismatch between versions).
+fn unexpected_answer() -> ClusterError {
+    ClusterError::Unavailable("the leader answered with an unexpected message".into())
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cluster::peer::{ForwardError, ForwardResponse};
 use cluster::types::{Node, NodeId, Raft};
-use cluster::{Command, Response};
+use cluster::{Command, Outcome, Proposal};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -50,12 +50,19 @@ impl<E> Clone for Batcher<E> {
 
 /// What a batcher reports when it cannot deliver an outcome.
 pub trait BatchError: Clone + Send + 'static {
-    fn stopped(reason: &str) -> Self;
+    /// The write never left the queue: nothing was proposed.
+    fn not_sent(reason: &str) -> Self;
+    /// The write may have been proposed; whether it was applied is unknown.
+    fn unknown(reason: &str) -> Self;
 }
 
 impl BatchError for ForwardError {
-    fn stopped(reason: &str) -> Self {
+    fn not_sent(reason: &str) -> Self {
         ForwardError::Unavailable(reason.to_owned())
+    }
+
+    fn unknown(reason: &str) -> Self {
+        ForwardError::OutcomeUnknown(reason.to_owned())
     }
 }
 
@@ -78,10 +85,10 @@ impl<E: BatchError> Batcher<E> {
         self.queue
             .send(Pending { command, reply })
             .await
-            .map_err(|_| E::stopped("the write batcher has stopped"))?;
+            .map_err(|_| E::not_sent("the write batcher has stopped"))?;
         outcome
             .await
-            .map_err(|_| E::stopped("the write was dropped during shutdown"))?
+            .map_err(|_| E::unknown("the write was dropped during shutdown"))?
     }
 }
 
@@ -114,7 +121,7 @@ where
             for reply in replies {
                 let outcome = outcomes
                     .next()
-                    .unwrap_or_else(|| Err(E::stopped("the batch answered fewer outcomes than writes")));
+                    .unwrap_or_else(|| Err(E::unknown("the batch answered fewer outcomes than writes")));
                 let _ = reply.send(outcome);
             }
             drop(slot);
@@ -129,27 +136,29 @@ pub async fn propose_to_raft(
     commit_timeout: Duration,
 ) -> Vec<Result<ForwardResponse, ForwardError>> {
     let count = commands.len();
-    let entry = match <[Command; 1]>::try_from(commands) {
-        Ok([single]) => single,
-        Err(commands) => Command::Batch(commands),
+    let proposal = match <[Command; 1]>::try_from(commands) {
+        Ok([single]) => Proposal::One(single),
+        Err(commands) => Proposal::Batch(commands),
     };
-    let single = count == 1;
-    match tokio::time::timeout(commit_timeout, raft.client_write(entry)).await {
+    match tokio::time::timeout(commit_timeout, raft.client_write(proposal)).await {
         Ok(Ok(reply)) => {
             let log_index = reply.log_id.index;
-            let responses = match (single, reply.data) {
-                (false, Response::Batch(responses)) => responses,
-                (_, response) => vec![response],
+            let responses = match reply.data {
+                Outcome::One(response) => vec![response],
+                Outcome::Batch(responses) => responses,
             };
             responses
                 .into_iter()
                 .map(|response| Ok(ForwardResponse::Written { response, log_index }))
                 .collect()
         }
+        Ok(Err(RaftError::Fatal(fatal))) => {
+            vec![Err(ForwardError::OutcomeUnknown(format!("raft stopped: {fatal}"))); count]
+        }
         Ok(Err(error)) => vec![Err(write_error(error)); count],
         Err(_) => vec![
-            Err(ForwardError::Unavailable(
-                "the write did not commit in time; its outcome is unknown".into()
+            Err(ForwardError::OutcomeUnknown(
+                "the write did not commit in time".into()
             ));
             count
         ],

@@ -39,6 +39,8 @@ impl MetaKey {
 
 /// The key of the current snapshot in [`CF_SM`].
 pub(crate) const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// The last log id of the stored snapshot, kept apart so it can be checked cheaply.
+pub(crate) const SNAPSHOT_LAST_LOG_KEY: &[u8] = b"snapshot_last_log";
 
 /// Encodes a log index as a key.
 pub(crate) fn log_key(index: u64) -> [u8; 8] {

@@ -2,16 +2,16 @@
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use cluster::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership};
-use cluster::{apply, wire, Response, State, TypeConfig};
+use cluster::{apply_proposal, wire, Outcome, State, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{cf, CF_SM, SNAPSHOT_KEY};
+use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
 use crate::error::{io_error, StorageOpenError};
 
 /// The applied state with the log position it reflects.
@@ -59,6 +59,8 @@ pub struct StateMachineStore {
     db: Arc<DB>,
     shared: SharedState,
     snapshot_seq: Arc<AtomicU64>,
+    /// Serialises snapshot writes (background builds and installs).
+    snapshot_writers: Arc<Mutex<()>>,
 }
 
 impl StateMachineStore {
@@ -81,6 +83,7 @@ impl StateMachineStore {
             db,
             shared,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshot_writers: Arc::new(Mutex::new(())),
         })
     }
 
@@ -94,7 +97,7 @@ fn load_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, StorageOpenError> {
     let Some(bytes) = db.get_cf(cf(db, CF_SM), SNAPSHOT_KEY)? else {
         return Ok(None);
     };
-    wire::decode(&bytes)
+    wire::decode_large(&bytes)
         .map(Some)
         .map_err(|source| StorageOpenError::Corrupt {
             what: "snapshot",
@@ -103,21 +106,39 @@ fn load_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, StorageOpenError> {
 }
 
 fn decode_state(bytes: &[u8]) -> Result<State, wire::WireError> {
-    let mut state: State = wire::decode(bytes)?;
+    let mut state: State = wire::decode_large(bytes)?;
     state.rebuild_indexes();
     Ok(state)
 }
 
-/// Writes a snapshot durably: metadata and data in one synced batch.
-fn persist_snapshot(db: &DB, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+/// Writes a snapshot durably (metadata and data in one synced batch), unless the stored one
+/// is already at least as recent. Snapshots are built in a background task while a newer one
+/// may be installed from the leader; without this check a late build could replace the newer
+/// snapshot on disk with one whose log tail has already been purged.
+fn persist_snapshot(db: &DB, snapshot: &StoredSnapshot, writers: &Mutex<()>) -> Result<bool, StorageError> {
     let subject = ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
+    let _serialised = writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let stored: Option<LogId> = db
+        .get_cf(cf(db, CF_SM), SNAPSHOT_LAST_LOG_KEY)
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
+        .map(|bytes| wire::decode::<Option<LogId>>(&bytes))
+        .transpose()
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
+        .flatten();
+    if stored.is_some() && stored >= snapshot.meta.last_log_id {
+        return Ok(false);
+    }
     let bytes = wire::encode(snapshot).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+    let last_log = wire::encode(&snapshot.meta.last_log_id)
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
     let mut batch = WriteBatch::default();
     batch.put_cf(cf(db, CF_SM), SNAPSHOT_KEY, bytes);
+    batch.put_cf(cf(db, CF_SM), SNAPSHOT_LAST_LOG_KEY, last_log);
     let mut options = WriteOptions::default();
     options.set_sync(true);
     db.write_opt(batch, &options)
-        .map_err(|e| io_error(subject, ErrorVerb::Write, e))
+        .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
+    Ok(true)
 }
 
 /// Builds snapshots from a copy of the state taken when the builder was created.
@@ -125,6 +146,7 @@ pub struct SnapshotBuilder {
     db: Arc<DB>,
     copy: AppliedState,
     seq: u64,
+    writers: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -141,12 +163,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         let stored = StoredSnapshot { meta, data };
-        persist_snapshot(&self.db, &stored)?;
-        tracing::info!(
-            last_log = ?stored.meta.last_log_id,
-            bytes = stored.data.len(),
-            "snapshot built"
-        );
+        if persist_snapshot(&self.db, &stored, &self.writers)? {
+            tracing::info!(last_log = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
+        } else {
+            tracing::info!(last_log = ?stored.meta.last_log_id, "snapshot built but a newer one is stored");
+        }
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -162,7 +183,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -177,11 +198,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => Response::Empty,
-                EntryPayload::Normal(command) => apply(&mut applied.state, &command),
+                EntryPayload::Blank => Outcome::default(),
+                EntryPayload::Normal(proposal) => apply_proposal(&mut applied.state, &proposal),
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Response::Empty
+                    Outcome::default()
                 }
             };
             responses.push(response);
@@ -194,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             db: self.db.clone(),
             copy: self.shared.read().clone(),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
+            writers: self.snapshot_writers.clone(),
         }
     }
 
@@ -215,6 +237,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 meta: meta.clone(),
                 data,
             },
+            &self.snapshot_writers,
         )?;
         self.shared.replace(AppliedState {
             last_applied: meta.last_log_id,

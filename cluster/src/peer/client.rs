@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -176,11 +178,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerRegistry {
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
 
 impl PeerNetwork {
+    /// Sends one RPC. `entries` is the number of log entries carried, so that a body the
+    /// peer refuses as too large (HTTP 413) makes openraft send fewer at a time.
     async fn rpc<Req, Resp, E>(
         &self,
         path: &str,
         request: &Req,
         option: &RPCOption,
+        entries: u64,
     ) -> Result<Resp, RpcError<E>>
     where
         Req: Serialize,
@@ -196,6 +201,9 @@ impl PeerNetwork {
             .await
             .map_err(|e| match e {
                 PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                PeerError::Status { status: 413, .. } if entries > 1 => {
+                    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
+                }
                 other => RPCError::Network(NetworkError::new(&other)),
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -208,7 +216,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        self.rpc(PATH_APPEND, &rpc, &option).await
+        let entries = rpc.entries.len() as u64;
+        self.rpc(PATH_APPEND, &rpc, &option, entries).await
     }
 
     async fn install_snapshot(
@@ -216,7 +225,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
-        self.rpc(PATH_SNAPSHOT, &rpc, &option).await
+        self.rpc(PATH_SNAPSHOT, &rpc, &option, 0).await
     }
 
     async fn vote(
@@ -224,7 +233,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.rpc(PATH_VOTE, &rpc, &option).await
+        self.rpc(PATH_VOTE, &rpc, &option, 0).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

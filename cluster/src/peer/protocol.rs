@@ -46,8 +46,9 @@ pub enum ForwardRequest {
 pub enum ForwardResponse {
     /// The command's outcome and the log index it was applied at.
     Written { response: Response, log_index: u64 },
-    /// The outcomes of a [`ForwardRequest::WriteBatch`], in order.
-    Batch(Vec<Result<ForwardResponse, ForwardError>>),
+    /// The outcomes of a [`ForwardRequest::WriteBatch`], in order: each command's response
+    /// and log index. (Not recursive, so no peer can nest answers.)
+    Batch(Vec<Result<(Response, u64), ForwardError>>),
     /// The membership change is complete.
     MembershipChanged { log_index: u64 },
     /// Reads that wait for this index are linearizable.
@@ -63,6 +64,10 @@ pub enum ForwardError {
     /// The membership change was refused (in progress, would remove the last voter, …).
     #[error("membership change refused: {0}")]
     MembershipRefused(String),
+    /// The write was proposed but its fate is unknown (commit timed out, or the leader
+    /// stopped): it may or may not be applied, so it must not be retried blindly.
+    #[error("the write's outcome is unknown: {0}")]
+    OutcomeUnknown(String),
     /// The node named is not a member.
     #[error("node {id} is not a member")]
     NotMember { id: NodeId },

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::command::NewKey;
+use crate::command::{NewKey, Outcome, Proposal};
 use crate::model::RateLimit;
 use crate::wire;
 
@@ -377,7 +377,7 @@ fn pages_follow_id_order_without_gaps() {
 #[test]
 fn a_batch_applies_each_command_in_order_with_its_own_outcome() {
     let mut state = State::default();
-    let batch = Command::Batch(vec![
+    let batch = Proposal::Batch(vec![
         Command::CreateKey(Box::new(new_key("key_a", 1))),
         Command::CreateKey(Box::new(new_key("key_a", 2))),
         Command::RevokeKey {
@@ -385,7 +385,7 @@ fn a_batch_applies_each_command_in_order_with_its_own_outcome() {
             now_ms: T0 + 1,
         },
     ]);
-    let Response::Batch(outcomes) = apply(&mut state, &batch) else {
+    let Outcome::Batch(outcomes) = apply_proposal(&mut state, &batch) else {
         panic!("a batch answers a batch");
     };
     assert!(matches!(outcomes[0], Response::Key(_)));
@@ -460,8 +460,8 @@ proptest! {
         let mut one_by_one = State::default();
         let singles: Vec<Response> = commands.iter().map(|c| apply(&mut one_by_one, c)).collect();
         let mut batched = State::default();
-        let outcome = apply(&mut batched, &Command::Batch(commands));
-        prop_assert_eq!(outcome, Response::Batch(singles));
+        let outcome = apply_proposal(&mut batched, &Proposal::Batch(commands));
+        prop_assert_eq!(outcome, Outcome::Batch(singles));
         prop_assert_eq!(batched, one_by_one);
     }
 }

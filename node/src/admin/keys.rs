@@ -239,7 +239,7 @@ pub async fn delete(
             Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
         }
         Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        other => Err(ApiError::Internal(format!("unexpected apply outcome {other:?}"))),
+        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
     }
 }
 
@@ -252,6 +252,6 @@ fn key_view(response: Response, now: i64) -> Result<KeyView, ApiError> {
     match response {
         Response::Key(record) => Ok(KeyView::new(&record, now)),
         Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        other => Err(ApiError::Internal(format!("unexpected apply outcome {other:?}"))),
+        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
     }
 }

@@ -28,7 +28,7 @@ fn openraft_storage_suite_passes() -> Result<(), StorageError> {
 mod restart {
     use cluster::command::NewKey;
     use cluster::types::{Entry, LogId};
-    use cluster::{Command, KeySecret};
+    use cluster::{Command, KeySecret, Proposal};
     use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
     use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder, Vote};
 
@@ -41,7 +41,7 @@ mod restart {
     fn create(index: u64) -> Entry {
         Entry {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(Command::CreateKey(Box::new(NewKey {
+            payload: EntryPayload::Normal(Proposal::One(Command::CreateKey(Box::new(NewKey {
                 id: format!("key_{index}"),
                 name: format!("k{index}"),
                 tenant: None,
@@ -56,7 +56,7 @@ mod restart {
                     valid_until_ms: None,
                 },
                 now_ms: 0,
-            }))),
+            })))),
         }
     }
 
@@ -101,6 +101,47 @@ mod restart {
             restored.state.key_by_secret_hash(&[2; 32]).is_some(),
             "indexes rebuilt"
         );
+    }
+
+    #[tokio::test]
+    async fn a_late_snapshot_build_never_replaces_a_newer_installed_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, mut sm) = open(dir.path()).expect("open");
+        sm.apply((1..=4).map(create).collect::<Vec<_>>())
+            .await
+            .expect("apply");
+        // A build starts from the state at index 4 ...
+        let mut late_builder = sm.get_snapshot_builder().await;
+
+        // ... meanwhile the leader installs a snapshot at index 6.
+        let newer_dir = tempfile::tempdir().expect("tempdir");
+        let (_l, mut newer) = open(newer_dir.path()).expect("open");
+        newer
+            .apply((1..=6).map(create).collect::<Vec<_>>())
+            .await
+            .expect("apply");
+        let installed = newer
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        sm.install_snapshot(&installed.meta, installed.snapshot)
+            .await
+            .expect("install");
+
+        // The late build finishes; the stored snapshot stays the newer one.
+        late_builder.build_snapshot().await.expect("late build");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id, Some(log_id(6)));
+        drop((sm, log, late_builder));
+        let (_log, mut reopened) = open(dir.path()).expect("reopen");
+        let (applied, _) = reopened.applied_state().await.expect("applied");
+        assert_eq!(applied, Some(log_id(6)));
     }
 
     #[tokio::test]
