@@ -312,15 +312,18 @@ impl ClusterHandle {
     /// Waits (bounded) until this replica has applied `index`, so that a client reading
     /// its own write from the node it wrote through finds it.
     async fn wait_applied_locally(&self, index: u64) {
-        let raft = self.inner.raft.clone();
+        let applied = |m: &RaftMetrics<NodeId, Node>| m.last_applied.is_some_and(|id| id.index >= index);
+        if applied(&self.inner.raft.metrics().borrow()) {
+            return;
+        }
+        // `wait` only watches the metrics channel, so it runs on the caller's runtime.
         let waited = self
-            .run(async move {
-                raft.wait(Some(COMMIT_TIMEOUT))
-                    .applied_index_at_least(Some(index), "read your writes")
-                    .await
-            })
+            .inner
+            .raft
+            .wait(Some(COMMIT_TIMEOUT))
+            .metrics(applied, "read your writes")
             .await;
-        if !matches!(waited, Ok(Ok(_))) {
+        if waited.is_err() {
             tracing::debug!(index, "write committed but not yet applied on this replica");
         }
     }
