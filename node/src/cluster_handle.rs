@@ -1,20 +1,26 @@
 //! The node's handle on its Raft group: writes (forwarded to the leader when needed),
 //! membership changes, linearizable read barriers and the cluster view.
+//!
+//! - this file: start-up and bootstrap, the cluster view, the write entry point;
+//! - [`routing`]: getting operations to the leader from any member;
+//! - [`leader`]: what only the leader does (proposing, read index, membership).
+
+mod leader;
+mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerError, PeerRegistry};
+use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerRegistry};
 use cluster::types::{Node, NodeId, Raft};
 use cluster::{Command, Response};
-use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
 use storage::SharedState;
 use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
-use crate::proposer::{propose_to_raft, write_error, BatchError, Batcher};
+use crate::proposer::{propose_to_raft, BatchError, Batcher};
 use crate::raft_runtime::RaftRuntime;
 
 /// How long a client operation may wait for a leader before giving up.
@@ -173,7 +179,9 @@ impl ClusterHandle {
         };
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
-            let forwarder = Batcher::start(&runtime, move |commands| forward_batch(weak.clone(), commands));
+            let forwarder = Batcher::start(&runtime, move |commands| {
+                routing::forward_batch(weak.clone(), commands)
+            });
             Inner {
                 id,
                 raft,
@@ -301,41 +309,12 @@ impl ClusterHandle {
             self.inner.forwarder.submit(command).await
         }?;
         let ForwardResponse::Written { response, log_index } = answer else {
-            return Err(unexpected_answer());
+            return Err(routing::unexpected_answer());
         };
         if !leading {
             self.wait_applied_locally(log_index).await;
         }
         Ok(Written { response, log_index })
-    }
-
-    /// Waits (bounded) until this replica has applied `index`, so that a client reading
-    /// its own write from the node it wrote through finds it.
-    async fn wait_applied_locally(&self, index: u64) {
-        let applied = |m: &RaftMetrics<NodeId, Node>| m.last_applied.is_some_and(|id| id.index >= index);
-        if applied(&self.inner.raft.metrics().borrow()) {
-            return;
-        }
-        // `wait` only watches the metrics channel, so it runs on the caller's runtime.
-        let waited = self
-            .inner
-            .raft
-            .wait(Some(COMMIT_TIMEOUT))
-            .metrics(applied, "read your writes")
-            .await;
-        if waited.is_err() {
-            tracing::debug!(index, "write committed but not yet applied on this replica");
-        }
-    }
-
-    /// How long the leader may legitimately work on `request` once it has it.
-    fn leader_work_bound(&self, request: &ForwardRequest) -> Duration {
-        match request {
-            // Catching up a new member can take the whole catch-up timeout, then a
-            // membership change is committed.
-            ForwardRequest::AddMember { .. } => self.inner.catch_up_timeout + COMMIT_TIMEOUT * 2,
-            _ => COMMIT_TIMEOUT,
-        }
     }
 
     /// Adds a member (learner first, voter once caught up when `voter`).
@@ -345,7 +324,7 @@ impl ClusterHandle {
             .await?
         {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
-            _ => Err(unexpected_answer()),
+            _ => Err(routing::unexpected_answer()),
         }
     }
 
@@ -353,7 +332,7 @@ impl ClusterHandle {
     pub async fn remove_member(&self, id: NodeId) -> Result<u64, ClusterError> {
         let log_index = match self.through_leader(ForwardRequest::RemoveMember { id }).await? {
             ForwardResponse::MembershipChanged { log_index } => log_index,
-            _ => return Err(unexpected_answer()),
+            _ => return Err(routing::unexpected_answer()),
         };
         if let Err(error) = self.write(Command::ForgetNode { id }).await {
             tracing::warn!(node = id, %error, "member removed but its node info was not cleared");
@@ -366,7 +345,7 @@ impl ClusterHandle {
     pub async fn linearizable_barrier(&self) -> Result<(), ClusterError> {
         let index = match self.through_leader(ForwardRequest::ReadIndex).await? {
             ForwardResponse::ReadIndex { index } => index,
-            _ => return Err(unexpected_answer()),
+            _ => return Err(routing::unexpected_answer()),
         };
         let raft = self.inner.raft.clone();
         self.run(async move {
@@ -379,240 +358,6 @@ impl ClusterHandle {
         .map_err(|e| ClusterError::Unavailable(format!("replica did not catch up: {e}")))
     }
 
-    /// Sends `request` to the leader (itself included), retrying while leadership moves.
-    async fn through_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ClusterError> {
-        let this = self.clone();
-        self.run(async move { this.through_leader_on_runtime(request).await })
-            .await?
-    }
-
-    async fn through_leader_on_runtime(
-        &self,
-        request: ForwardRequest,
-    ) -> Result<ForwardResponse, ClusterError> {
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut metrics_changes = self.inner.raft.metrics();
-        loop {
-            let (leader, leader_addr) = {
-                let metrics = metrics_changes.borrow_and_update();
-                let leader = metrics.current_leader;
-                let addr = leader.and_then(|id| {
-                    metrics
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .map(|node| node.addr.clone())
-                });
-                (leader, addr)
-            };
-            match (leader, leader_addr) {
-                (Some(leader), _) if leader == self.inner.id => {
-                    match self.perform_as_leader(request.clone()).await {
-                        Err(ForwardError::NotLeader { .. }) => {}
-                        outcome => return outcome.map_err(ClusterError::from),
-                    }
-                }
-                (Some(_), Some(addr)) => {
-                    let remaining = deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(100));
-                    let client = self
-                        .inner
-                        .peers
-                        .client(&addr)
-                        .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-                    let timeout = remaining + self.leader_work_bound(&request);
-                    match client.forward(&request, timeout).await {
-                        Ok(Err(ForwardError::NotLeader { .. })) => {}
-                        Ok(outcome) => return outcome.map_err(ClusterError::from),
-                        Err(PeerError::Unreachable { .. }) => {}
-                        Err(error) if matches!(request, ForwardRequest::ReadIndex) => {
-                            tracing::debug!(%error, "read index request failed; retrying");
-                        }
-                        Err(error) => return Err(ClusterError::OutcomeUnknown(error.to_string())),
-                    }
-                }
-                _ => {}
-            }
-            if Instant::now() >= deadline {
-                return Err(ClusterError::NoLeader);
-            }
-            // Wake on the next metrics change (a new leader), or re-check shortly.
-            let changed = tokio::time::timeout(Duration::from_millis(100), metrics_changes.changed()).await;
-            if let Ok(Err(_)) = changed {
-                return Err(ClusterError::Unavailable("raft has stopped".into()));
-            }
-        }
-    }
-
-    /// Performs a forwarded operation on this node, which must be the leader.
-    pub async fn perform_as_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
-        match request {
-            ForwardRequest::Write(command) => self.inner.proposer.submit(command).await,
-            ForwardRequest::WriteBatch(commands) => self.propose_batch(commands).await,
-            ForwardRequest::AddMember { id, peer_addr, voter } => {
-                self.add_as_leader(id, peer_addr, voter).await
-            }
-            ForwardRequest::RemoveMember { id } => self.remove_as_leader(id).await,
-            ForwardRequest::ReadIndex => self.read_index_as_leader().await,
-        }
-    }
-
-    async fn propose_batch(&self, commands: Vec<Command>) -> Result<ForwardResponse, ForwardError> {
-        let proposals = commands
-            .into_iter()
-            .map(|command| self.inner.proposer.submit(command));
-        let outcomes = futures::future::join_all(proposals).await;
-        // Leadership was lost before any of them was proposed: let the sender find the leader.
-        if let Some(Err(ForwardError::NotLeader { leader })) = outcomes.first() {
-            if outcomes
-                .iter()
-                .all(|o| matches!(o, Err(ForwardError::NotLeader { .. })))
-            {
-                return Err(ForwardError::NotLeader { leader: *leader });
-            }
-        }
-        let outcomes = outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok(ForwardResponse::Written { response, log_index }) => Ok((response, log_index)),
-                Ok(_) => Err(ForwardError::Unavailable(
-                    "unexpected answer from the proposer".into(),
-                )),
-                Err(error) => Err(error),
-            })
-            .collect();
-        Ok(ForwardResponse::Batch(outcomes))
-    }
-
-    async fn read_index_as_leader(&self) -> Result<ForwardResponse, ForwardError> {
-        let read = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.ensure_linearizable())
-            .await
-            .map_err(|_| ForwardError::Unavailable("leadership could not be confirmed in time".into()))?;
-        match read {
-            Ok(log_id) => Ok(ForwardResponse::ReadIndex {
-                index: log_id.map_or(0, |id| id.index),
-            }),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Err(ForwardError::NotLeader {
-                    leader: forward.leader_id,
-                })
-            }
-            Err(error) => Err(ForwardError::Unavailable(error.to_string())),
-        }
-    }
-
-    async fn add_as_leader(
-        &self,
-        id: NodeId,
-        peer_addr: String,
-        voter: bool,
-    ) -> Result<ForwardResponse, ForwardError> {
-        let _serialised = self.inner.membership_lock.lock().await;
-        let metrics = self.metrics();
-        if metrics.current_leader != Some(self.inner.id) {
-            return Err(ForwardError::NotLeader {
-                leader: metrics.current_leader,
-            });
-        }
-        let membership = metrics.membership_config.membership().clone();
-        let is_voter = membership.voter_ids().any(|v| v == id);
-        if let Some(existing) = membership.get_node(&id) {
-            if existing.addr != peer_addr {
-                return Err(ForwardError::MembershipRefused(format!(
-                    "node {id} is already a member at {}",
-                    existing.addr
-                )));
-            }
-            if is_voter || !voter {
-                let index = metrics.membership_config.log_id().map_or(0, |l| l.index);
-                return Ok(ForwardResponse::MembershipChanged { log_index: index });
-            }
-        } else {
-            let added = self
-                .inner
-                .raft
-                .add_learner(id, Node::new(peer_addr), false)
-                .await
-                .map_err(write_error)?;
-            tracing::info!(node = id, log_index = added.log_id.index, "learner added");
-        }
-
-        let target = self.metrics().last_log_index.unwrap_or(0);
-        let caught_up = self
-            .inner
-            .raft
-            .wait(Some(self.inner.catch_up_timeout))
-            .metrics(
-                |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id))
-                        .and_then(|matched| matched.as_ref())
-                        .is_some_and(|matched| matched.index >= target)
-                },
-                "new member caught up",
-            )
-            .await;
-        if caught_up.is_err() {
-            return Err(ForwardError::CatchUpTimeout {
-                id,
-                waited_ms: millis(self.inner.catch_up_timeout),
-            });
-        }
-        if !voter {
-            return Ok(ForwardResponse::MembershipChanged { log_index: target });
-        }
-        let promoted = self
-            .inner
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(write_error)?;
-        tracing::info!(
-            node = id,
-            log_index = promoted.log_id.index,
-            "member promoted to voter"
-        );
-        Ok(ForwardResponse::MembershipChanged {
-            log_index: promoted.log_id.index,
-        })
-    }
-
-    async fn remove_as_leader(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
-        let _serialised = self.inner.membership_lock.lock().await;
-        let metrics = self.metrics();
-        if metrics.current_leader != Some(self.inner.id) {
-            return Err(ForwardError::NotLeader {
-                leader: metrics.current_leader,
-            });
-        }
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return Err(ForwardError::MembershipRefused(
-                    "cannot remove the last voter".into(),
-                ));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if membership.get_node(&id).is_some() {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        } else {
-            return Err(ForwardError::NotMember { id });
-        };
-        let changed = self
-            .inner
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(write_error)?;
-        tracing::info!(node = id, log_index = changed.log_id.index, "member removed");
-        Ok(ForwardResponse::MembershipChanged {
-            log_index: changed.log_id.index,
-        })
-    }
-
     /// Stops Raft; in-flight proposals fail, storage is closed when the last handle drops.
     pub async fn shutdown(&self) {
         let raft = self.inner.raft.clone();
@@ -620,37 +365,6 @@ impl ClusterHandle {
             tracing::warn!(%error, "raft shutdown did not complete cleanly");
         }
     }
-}
-
-/// Forwards a follower's batch of writes to the leader in one peer request.
-async fn forward_batch(
-    inner: Weak<Inner>,
-    commands: Vec<Command>,
-) -> Vec<Result<ForwardResponse, ClusterError>> {
-    let count = commands.len();
-    let Some(inner) = inner.upgrade() else {
-        return vec![Err(ClusterError::Unavailable("the node is shutting down".into())); count];
-    };
-    let handle = ClusterHandle { inner };
-    match handle
-        .through_leader_on_runtime(ForwardRequest::WriteBatch(commands))
-        .await
-    {
-        Ok(ForwardResponse::Batch(outcomes)) if outcomes.len() == count => outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok((response, log_index)) => Ok(ForwardResponse::Written { response, log_index }),
-                Err(error) => Err(ClusterError::from(error)),
-            })
-            .collect(),
-        Ok(_) => vec![Err(unexpected_answer()); count],
-        Err(error) => vec![Err(error); count],
-    }
-}
-
-/// A peer answered with a message of the wrong kind (a protocol mismatch between versions).
-fn unexpected_answer() -> ClusterError {
-    ClusterError::Unavailable("the leader answered with an unexpected message".into())
 }
 
 fn millis(duration: Duration) -> u64 {
