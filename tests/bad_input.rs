@@ -307,9 +307,7 @@ fn garbage_on_the_peer_listener_is_refused_and_harms_nothing() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut node = Node::new(root.path(), 1);
     node.start(&[]);
-    support::wait_for(Duration::from_secs(30), "the node to be ready", || {
-        send(http().get(node.admin_url("/readyz"))).filter(|a| a.status == 200)
-    });
+    node.wait_ready(Duration::from_secs(30));
     let peer = |path: &str, body: Vec<u8>| {
         send(
             http()
@@ -383,9 +381,7 @@ fn a_data_directory_never_starts_as_another_node() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut node = Node::new(root.path(), 1);
     node.start(&[]);
-    support::wait_for(Duration::from_secs(30), "the node to be ready", || {
-        send(http().get(node.admin_url("/readyz"))).filter(|a| a.status == 200)
-    });
+    node.wait_ready(Duration::from_secs(30));
     assert!(node.terminate().success());
     let log = root.path().join("wrong-node.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_credentialflow"))

@@ -74,9 +74,7 @@ fn initial_cluster_agrees_and_follower_writes_reach_every_replica() {
             .then_some(())
     });
     for node in &cluster.nodes {
-        wait_for(SETTLE, "readiness", || {
-            support::send(support::http().get(node.admin_url("/readyz"))).filter(|a| a.status == 200)
-        });
+        node.wait_ready(SETTLE);
     }
 }
 

@@ -18,9 +18,7 @@ fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
     node.spawn(&["serve".to_owned()]);
 
     let token_path = node.dir.join("data").join("admin-token");
-    wait_for(Duration::from_secs(60), "readiness of the default node", || {
-        send(http().get("http://127.0.0.1:9080/readyz")).filter(|a| a.status == 200)
-    });
+    node.wait_ready(Duration::from_secs(60));
     let token = std::fs::read_to_string(&token_path)
         .expect("generated admin token")
         .trim()

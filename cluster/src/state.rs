@@ -85,6 +85,11 @@ impl State {
         (page, more)
     }
 
+    /// Returns every key, in id order.
+    pub fn keys(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.keys.values()
+    }
+
     /// Returns the number of keys.
     pub fn key_count(&self) -> usize {
         self.keys.len()

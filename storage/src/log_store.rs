@@ -56,18 +56,15 @@ impl LogStore {
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: MetaKey) -> Result<Option<T>, StorageError> {
-        read_meta(&self.db, key)
+        let bytes = self
+            .db
+            .get_cf(cf(&self.db, CF_META), key.as_bytes())
+            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        bytes
+            .map(|b| wire::decode(&b))
+            .transpose()
+            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
     }
-}
-
-fn read_meta<T: DeserializeOwned>(db: &DB, key: MetaKey) -> Result<Option<T>, StorageError> {
-    let bytes = db
-        .get_cf(cf(db, CF_META), key.as_bytes())
-        .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
-    bytes
-        .map(|b| wire::decode(&b))
-        .transpose()
-        .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {

@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// The admin token every test cluster uses.
@@ -197,19 +198,22 @@ impl Node {
         }
     }
 
-    /// Sends `signal` (e.g. "STOP", "CONT", "TERM") to the process.
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+    /// Sends `signal` (SIGSTOP, SIGCONT, SIGTERM, ...) to the process.
+    pub fn signal(&self, signal: Signal) {
+        send_signal(self.pid(), signal)
+            .unwrap_or_else(|e| panic!("cannot send {signal} to node {}: {e}", self.id));
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self, timeout: Duration) {
+        wait_for(timeout, &format!("node {} to be ready", self.id), || {
+            send(http().get(self.admin_url("/readyz"))).filter(|a| a.status == 200)
+        });
     }
 
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        self.signal("TERM");
+        self.signal(Signal::SIGTERM);
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -288,14 +292,16 @@ impl Drop for Node {
         }
         if let Some(mut child) = self.child.take() {
             // Resume first, in case the test left it stopped.
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(child.id().to_string())
-                .status();
+            let _ = send_signal(child.id(), Signal::SIGCONT);
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+fn send_signal(pid: u32, signal: Signal) -> nix::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
 }
 
 /// A set of nodes bootstrapped together with `--initial-cluster`.

@@ -11,8 +11,7 @@ use crate::cluster_handle::ClusterHandle;
 
 /// Returns whether a sweep at `now_ms` would change anything.
 pub fn sweep_due(state: &State, now_ms: i64) -> bool {
-    let (keys, _) = state.keys_page(None, usize::MAX);
-    keys.into_iter().any(|key| {
+    state.keys().any(|key| {
         (key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired)
             || key.secrets.iter().any(|s| !s.is_valid_at(now_ms))
     })
