@@ -297,21 +297,24 @@ impl ClusterHandle {
     /// follower.
     pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
         let leading = self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id);
-        let answer = if leading {
+        let proposed_here = if leading {
             match self.inner.proposer.submit(command.clone()).await {
-                // Leadership moved while the write queued: take the path that finds the leader.
-                Err(ForwardError::NotLeader { .. }) => {
-                    self.through_leader(ForwardRequest::Write(command)).await
-                }
-                outcome => outcome.map_err(ClusterError::from),
+                // Leadership moved while the write queued: nothing was proposed, so take the
+                // path that finds the leader.
+                Err(ForwardError::NotLeader { .. }) => None,
+                outcome => Some(outcome.map_err(ClusterError::from)),
             }
         } else {
-            self.inner.forwarder.submit(command).await
-        }?;
+            None
+        };
+        let (answer, forwarded) = match proposed_here {
+            Some(answer) => (answer?, false),
+            None => (self.inner.forwarder.submit(command).await?, true),
+        };
         let ForwardResponse::Written { response, log_index } = answer else {
             return Err(routing::unexpected_answer());
         };
-        if !leading {
+        if forwarded {
             self.wait_applied_locally(log_index).await;
         }
         Ok(Written { response, log_index })

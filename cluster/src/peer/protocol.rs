@@ -23,10 +23,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// An operation only the leader can perform, sent to it by the member that received it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    /// Propose a command and answer once it is committed and applied.
-    Write(Command),
-    /// Propose several independent commands (a follower's batch of concurrent writes);
-    /// each gets its own outcome.
+    /// Propose a follower's batch of concurrent writes; each gets its own outcome once
+    /// committed and applied.
     WriteBatch(Vec<Command>),
     /// Add a member as a learner, wait for it to catch up, then promote it if `voter`.
     AddMember {

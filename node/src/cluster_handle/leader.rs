@@ -16,7 +16,6 @@ impl ClusterHandle {
     /// Performs a forwarded operation on this node, which must be the leader.
     pub async fn perform_as_leader(&self, request: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
         match request {
-            ForwardRequest::Write(command) => self.inner.proposer.submit(command).await,
             ForwardRequest::WriteBatch(commands) => self.propose_batch(commands).await,
             ForwardRequest::AddMember { id, peer_addr, voter } => {
                 self.add_as_leader(id, peer_addr, voter).await
