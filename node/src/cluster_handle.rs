@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerRegistry};
 use cluster::types::{Node, NodeId, Raft};
-use cluster::{Command, Response};
+use cluster::Command;
 use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
 use storage::SharedState;
 use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
+pub use crate::proposer::Written;
 use crate::proposer::{propose_to_raft, BatchError, Batcher};
 use crate::raft_runtime::RaftRuntime;
 
@@ -79,13 +80,6 @@ pub enum StartError {
     Config(#[from] openraft::ConfigError),
     #[error("cannot start Raft: {0}")]
     Raft(String),
-}
-
-/// A committed write: what `apply` answered, and where in the log.
-#[derive(Debug, Clone)]
-pub struct Written {
-    pub response: Response,
-    pub log_index: u64,
 }
 
 /// One member as seen by this node.
@@ -307,17 +301,14 @@ impl ClusterHandle {
         } else {
             None
         };
-        let (answer, forwarded) = match proposed_here {
-            Some(answer) => (answer?, false),
-            None => (self.inner.forwarder.submit(command).await?, true),
-        };
-        let ForwardResponse::Written { response, log_index } = answer else {
-            return Err(routing::unexpected_answer());
-        };
-        if forwarded {
-            self.wait_applied_locally(log_index).await;
+        match proposed_here {
+            Some(written) => written,
+            None => {
+                let written = self.inner.forwarder.submit(command).await?;
+                self.wait_applied_locally(written.log_index).await;
+                Ok(written)
+            }
         }
-        Ok(Written { response, log_index })
     }
 
     /// Adds a member (learner first, voter once caught up when `voter`).

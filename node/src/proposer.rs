@@ -13,12 +13,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::peer::{ForwardError, ForwardResponse};
+use cluster::peer::ForwardError;
 use cluster::types::{Node, NodeId, Raft};
-use cluster::{Command, Outcome, Proposal};
+use cluster::{Command, Outcome, Proposal, Response};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// A committed write: what `apply` answered, and where in the log.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub response: Response,
+    pub log_index: u64,
+}
 
 /// Most commands in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -32,7 +39,7 @@ const QUEUE_DEPTH: usize = 4096;
 /// A write and where its outcome goes.
 struct Pending<E> {
     command: Command,
-    reply: oneshot::Sender<Result<ForwardResponse, E>>,
+    reply: oneshot::Sender<Result<Written, E>>,
 }
 
 /// The handle callers submit writes through.
@@ -72,7 +79,7 @@ impl<E: BatchError> Batcher<E> {
     pub fn start<F, Fut>(runtime: &Handle, commit: F) -> Self
     where
         F: Fn(Vec<Command>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Result<ForwardResponse, E>>> + Send + 'static,
+        Fut: Future<Output = Vec<Result<Written, E>>> + Send + 'static,
     {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         runtime.spawn(run(pending, commit));
@@ -80,7 +87,7 @@ impl<E: BatchError> Batcher<E> {
     }
 
     /// Submits `command` and returns its outcome.
-    pub async fn submit(&self, command: Command) -> Result<ForwardResponse, E> {
+    pub async fn submit(&self, command: Command) -> Result<Written, E> {
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send(Pending { command, reply })
@@ -96,7 +103,7 @@ async fn run<E, F, Fut>(mut pending: mpsc::Receiver<Pending<E>>, commit: F)
 where
     E: BatchError,
     F: Fn(Vec<Command>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Vec<Result<ForwardResponse, E>>> + Send + 'static,
+    Fut: Future<Output = Vec<Result<Written, E>>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
@@ -134,7 +141,7 @@ pub async fn propose_to_raft(
     raft: Raft,
     commands: Vec<Command>,
     commit_timeout: Duration,
-) -> Vec<Result<ForwardResponse, ForwardError>> {
+) -> Vec<Result<Written, ForwardError>> {
     let count = commands.len();
     let proposal = match <[Command; 1]>::try_from(commands) {
         Ok([single]) => Proposal::One(single),
@@ -149,7 +156,7 @@ pub async fn propose_to_raft(
             };
             responses
                 .into_iter()
-                .map(|response| Ok(ForwardResponse::Written { response, log_index }))
+                .map(|response| Ok(Written { response, log_index }))
                 .collect()
         }
         Ok(Err(RaftError::Fatal(fatal))) => {

@@ -42,8 +42,6 @@ pub enum ForwardRequest {
 /// The leader's answer to a [`ForwardRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardResponse {
-    /// The command's outcome and the log index it was applied at.
-    Written { response: Response, log_index: u64 },
     /// The outcomes of a [`ForwardRequest::WriteBatch`], in order: each command's response
     /// and log index. (Not recursive, so no peer can nest answers.)
     Batch(Vec<Result<(Response, u64), ForwardError>>),

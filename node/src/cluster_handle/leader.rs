@@ -42,10 +42,7 @@ impl ClusterHandle {
         let outcomes = outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Ok(ForwardResponse::Written { response, log_index }) => Ok((response, log_index)),
-                Ok(_) => Err(ForwardError::Unavailable(
-                    "unexpected answer from the proposer".into(),
-                )),
+                Ok(written) => Ok((written.response, written.log_index)),
                 Err(error) => Err(error),
             })
             .collect();

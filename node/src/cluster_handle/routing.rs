@@ -9,7 +9,7 @@ use cluster::types::{Node, NodeId};
 use cluster::Command;
 use openraft::RaftMetrics;
 
-use super::{ClusterError, ClusterHandle, Inner, COMMIT_TIMEOUT, LEADER_WAIT};
+use super::{ClusterError, ClusterHandle, Inner, Written, COMMIT_TIMEOUT, LEADER_WAIT};
 
 impl ClusterHandle {
     /// Sends `request` to the leader (itself included), retrying while leadership moves.
@@ -115,7 +115,7 @@ impl ClusterHandle {
 pub(super) async fn forward_batch(
     inner: Weak<Inner>,
     commands: Vec<Command>,
-) -> Vec<Result<ForwardResponse, ClusterError>> {
+) -> Vec<Result<Written, ClusterError>> {
     let count = commands.len();
     let Some(inner) = inner.upgrade() else {
         return vec![Err(ClusterError::Unavailable("the node is shutting down".into())); count];
@@ -128,7 +128,7 @@ pub(super) async fn forward_batch(
         Ok(ForwardResponse::Batch(outcomes)) if outcomes.len() == count => outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Ok((response, log_index)) => Ok(ForwardResponse::Written { response, log_index }),
+                Ok((response, log_index)) => Ok(Written { response, log_index }),
                 Err(error) => Err(ClusterError::from(error)),
             })
             .collect(),
