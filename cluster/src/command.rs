@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::activity::{AuditRecord, UsageReport};
 use crate::model::{KeyRecord, KeySecret, NodeInfo, RateLimit};
+use crate::route::Route;
+use crate::settings::ClusterSettings;
 use crate::types::NodeId;
 
 /// A change to the replicated state. Every value that depends on time or randomness
@@ -29,6 +32,27 @@ pub enum Command {
     RegisterNode(NodeInfo),
     /// Forgets a member's info after it left the membership.
     ForgetNode { id: NodeId },
+    /// Creates or replaces a route (`created_at_ms` of an existing route is kept).
+    PutRoute { route: Box<Route>, now_ms: i64 },
+    /// Removes a route.
+    DeleteRoute { id: String, now_ms: i64 },
+    /// Replaces the cluster-wide settings.
+    SetSettings { settings: ClusterSettings, now_ms: i64 },
+    /// Folds one node's per-key request counts into the totals.
+    RecordUsage(Box<UsageReport>),
+    /// An admin write: applies `command` and appends its outcome to the audit log in the
+    /// same step, so the log can neither miss a write nor record one that did not happen.
+    Audited(Box<Audited>),
+    /// Appends an audit entry for an operation that is not a command (membership changes).
+    RecordAudit(Box<AuditRecord>),
+}
+
+/// An admin write with who made it and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audited {
+    pub actor: String,
+    pub at_ms: i64,
+    pub command: Command,
 }
 
 /// What one log entry carries: a command, or several independent commands proposed together
@@ -78,6 +102,30 @@ impl Command {
             Command::ExpireKeys { .. } => "expire_keys",
             Command::RegisterNode(_) => "register_node",
             Command::ForgetNode { .. } => "forget_node",
+            Command::PutRoute { .. } => "put_route",
+            Command::DeleteRoute { .. } => "delete_route",
+            Command::SetSettings { .. } => "set_settings",
+            Command::RecordUsage(_) => "record_usage",
+            Command::Audited(audited) => audited.command.kind(),
+            Command::RecordAudit(_) => "record_audit",
+        }
+    }
+
+    /// Returns the id of what the command changes, for the audit log.
+    pub fn target(&self) -> String {
+        match self {
+            Command::CreateKey(new_key) => new_key.id.clone(),
+            Command::RotateKey { id, .. }
+            | Command::RevokeKey { id, .. }
+            | Command::DeleteKey { id, .. }
+            | Command::DeleteRoute { id, .. } => id.clone(),
+            Command::PutRoute { route, .. } => route.id.clone(),
+            Command::RegisterNode(info) => info.id.to_string(),
+            Command::ForgetNode { id } => id.to_string(),
+            Command::RecordUsage(report) => report.node.to_string(),
+            Command::ExpireKeys { .. } | Command::SetSettings { .. } => "cluster".to_owned(),
+            Command::Audited(audited) => audited.command.target(),
+            Command::RecordAudit(record) => record.target.clone(),
         }
     }
 }
@@ -97,6 +145,16 @@ pub enum Response {
     KeysExpired { expired: u64, secrets_pruned: u64 },
     /// Node info stored or removed.
     NodeUpdated { id: NodeId },
+    /// The route after the change.
+    Route(Box<Route>),
+    /// The route was removed.
+    RouteDeleted { id: String },
+    /// The settings after the change.
+    Settings(ClusterSettings),
+    /// A usage report was folded in; `keys` counts the keys that still exist.
+    UsageRecorded { keys: u64 },
+    /// An audit entry was appended.
+    AuditRecorded { seq: u64 },
     /// The command was refused and changed nothing.
     Rejected(Rejection),
 }
@@ -114,6 +172,8 @@ pub enum Rejection {
     KeyRevoked { id: String },
     #[error("key {id} is expired")]
     KeyExpired { id: String },
+    #[error("route {id} does not exist")]
+    RouteNotFound { id: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
 }
@@ -122,7 +182,7 @@ impl Rejection {
     /// Returns the stable machine-readable code of this rejection.
     pub fn code(&self) -> &'static str {
         match self {
-            Rejection::KeyNotFound { .. } => "not_found",
+            Rejection::KeyNotFound { .. } | Rejection::RouteNotFound { .. } => "not_found",
             Rejection::KeyExists { .. } => "already_exists",
             Rejection::SecretCollision => "conflict",
             Rejection::KeyRevoked { .. } => "key_revoked",

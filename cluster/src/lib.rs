@@ -4,6 +4,9 @@
 //!
 //! - [`types`]: the openraft type configuration every crate agrees on.
 //! - [`model`]: the records the cluster replicates (API keys, node info).
+//! - [`route`]: routes and their upstream targets, with their validation.
+//! - [`activity`]: per-key usage totals and the audit log.
+//! - [`settings`]: cluster-wide settings (what a stale replica does).
 //! - [`command`]: what can be proposed to Raft and what applying it answers.
 //! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
 //! - [`secret`]: API key secrets: generation, checksum, hashing.
@@ -15,10 +18,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod command;
 pub mod model;
 pub mod peer;
+pub mod route;
 pub mod secret;
+pub mod settings;
 pub mod state;
 pub mod types;
 pub mod validate;
@@ -26,5 +32,7 @@ pub mod wire;
 
 pub use command::{Command, Outcome, Proposal, Rejection, Response};
 pub use model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, RateLimit};
+pub use route::{Route, RouteAuth, UpstreamTarget};
+pub use settings::{ClusterSettings, StalePolicy};
 pub use state::{apply, apply_proposal, State};
 pub use types::{NodeId, TypeConfig};

@@ -1,11 +1,17 @@
 //! The replicated state and its pure `apply`.
 
-use std::collections::{BTreeMap, HashMap};
+mod activity;
+mod routes;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::activity::{AuditEntry, KeyUsage};
 use crate::command::{Command, NewKey, Outcome, Proposal, Rejection, Response};
 use crate::model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, SecretHash};
+use crate::route::Route;
+use crate::settings::ClusterSettings;
 use crate::types::NodeId;
 use crate::validate::{self, FieldError};
 
@@ -16,6 +22,16 @@ pub struct State {
     keys: BTreeMap<String, KeyRecord>,
     /// Member info by node id.
     nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Routes by id.
+    routes: BTreeMap<String, Route>,
+    /// Cluster-wide settings.
+    settings: ClusterSettings,
+    /// Request totals by key id.
+    usage: BTreeMap<String, KeyUsage>,
+    /// The most recent admin writes, oldest first.
+    audit: VecDeque<AuditEntry>,
+    /// Sequence number of the next audit entry.
+    next_audit_seq: u64,
     /// Secret hash → key id. Derived from `keys`; rebuilt after decoding.
     #[serde(skip)]
     key_by_hash: HashMap<SecretHash, String>,
@@ -38,6 +54,12 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
         Command::RegisterNode(info) => Ok(state.register_node(info)),
         Command::ForgetNode { id } => Ok(state.forget_node(*id)),
+        Command::PutRoute { route, now_ms } => state.put_route(route, *now_ms),
+        Command::DeleteRoute { id, .. } => state.delete_route(id),
+        Command::SetSettings { settings, now_ms } => Ok(state.set_settings(settings, *now_ms)),
+        Command::RecordUsage(report) => state.record_usage(report),
+        Command::Audited(audited) => state.apply_audited(audited),
+        Command::RecordAudit(record) => state.record_audit(record),
     };
     outcome.unwrap_or_else(Response::Rejected)
 }
@@ -98,6 +120,19 @@ impl State {
     /// Returns every member's info.
     pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
         &self.nodes
+    }
+
+    /// Returns the cluster-wide settings.
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    fn set_settings(&mut self, settings: &ClusterSettings, now_ms: i64) -> Response {
+        self.settings = ClusterSettings {
+            updated_at_ms: now_ms,
+            ..settings.clone()
+        };
+        Response::Settings(self.settings.clone())
     }
 
     fn create_key(&mut self, new: &NewKey) -> Result<Response, Rejection> {
@@ -190,6 +225,7 @@ impl State {
 
     fn delete_key(&mut self, id: &str) -> Result<Response, Rejection> {
         let key = self.keys.remove(id).ok_or_else(|| not_found(id))?;
+        self.usage.remove(id);
         for secret in &key.secrets {
             self.key_by_hash.remove(&secret.hash);
         }

@@ -1,8 +1,11 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::command::{NewKey, Outcome, Proposal};
+use crate::activity::{AuditRecord, KeyUsageDelta, UsageReport};
+use crate::command::{Audited, NewKey, Outcome, Proposal};
 use crate::model::RateLimit;
+use crate::route::{RouteAuth, UpstreamTarget};
+use crate::settings::StalePolicy;
 use crate::wire;
 
 const T0: i64 = 1_700_000_000_000;
@@ -397,7 +400,195 @@ fn a_batch_applies_each_command_in_order_with_its_own_outcome() {
     assert!(state.key_by_secret_hash(&[2; 32]).is_none());
 }
 
+fn route(id: &str, prefix: &str) -> Route {
+    Route {
+        id: id.to_owned(),
+        path_prefix: prefix.to_owned(),
+        methods: vec![],
+        host: None,
+        auth: RouteAuth::ApiKey,
+        strip_prefix: false,
+        upstreams: vec![UpstreamTarget {
+            url: "http://127.0.0.1:9000".to_owned(),
+            weight: 1,
+            priority: 0,
+        }],
+        timeout_ms: 1000,
+        retries: 1,
+        headers: vec![],
+        health_check: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    }
+}
+
+fn put_route(route: Route, now: i64) -> Command {
+    Command::PutRoute {
+        route: Box::new(route),
+        now_ms: T0 + now,
+    }
+}
+
+#[test]
+fn put_route_creates_then_replaces_keeping_the_creation_time() {
+    let mut state = State::default();
+    let first = apply(&mut state, &put_route(route("billing", "/billing"), 0));
+    assert!(matches!(first, Response::Route(_)));
+    let mut changed = route("billing", "/bills");
+    changed.created_at_ms = 42; // proposer-supplied timestamps are ignored
+    let Response::Route(second) = apply(&mut state, &put_route(changed, 5)) else {
+        panic!("expected the route");
+    };
+    assert_eq!(second.path_prefix, "/bills");
+    assert_eq!((second.created_at_ms, second.updated_at_ms), (T0, T0 + 5));
+    assert_eq!(state.routes().len(), 1);
+}
+
+#[test]
+fn put_route_rejects_an_invalid_route_and_changes_nothing() {
+    let mut state = State::default();
+    let mut bad = route("billing", "no-slash");
+    bad.upstreams.clear();
+    let before = state.clone();
+    let rejection = rejected(apply(&mut state, &put_route(bad, 0)));
+    assert_eq!(rejection.code(), "validation_failed");
+    assert_eq!(state, before);
+}
+
+#[test]
+fn delete_route_removes_it_once() {
+    let mut state = State::default();
+    apply(&mut state, &put_route(route("billing", "/billing"), 0));
+    let delete = Command::DeleteRoute {
+        id: "billing".into(),
+        now_ms: T0,
+    };
+    assert_eq!(
+        apply(&mut state, &delete),
+        Response::RouteDeleted { id: "billing".into() }
+    );
+    assert_eq!(rejected(apply(&mut state, &delete)).code(), "not_found");
+}
+
+#[test]
+fn settings_are_replaced_and_stamped() {
+    let mut state = State::default();
+    assert_eq!(state.settings().stale_policy, StalePolicy::FailClosed);
+    let command = Command::SetSettings {
+        settings: ClusterSettings {
+            stale_policy: StalePolicy::FailOpen,
+            updated_at_ms: 0,
+        },
+        now_ms: T0,
+    };
+    apply(&mut state, &command);
+    assert_eq!(state.settings().stale_policy, StalePolicy::FailOpen);
+    assert_eq!(state.settings().updated_at_ms, T0);
+}
+
+fn usage(node: NodeId, now: i64, keys: &[(&str, [u64; 5], i64)]) -> Command {
+    Command::RecordUsage(Box::new(UsageReport {
+        node,
+        now_ms: T0 + now,
+        keys: keys
+            .iter()
+            .map(|(id, by_class, last)| KeyUsageDelta {
+                key_id: (*id).to_owned(),
+                by_class: *by_class,
+                last_used_ms: T0 + last,
+            })
+            .collect(),
+    }))
+}
+
+#[test]
+fn usage_reports_from_several_nodes_add_up() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    apply(&mut state, &usage(1, 10, &[("key_a", [0, 5, 0, 1, 0], 9)]));
+    let answer = apply(&mut state, &usage(2, 20, &[("key_a", [0, 2, 0, 0, 3], 7), ("gone", [1; 5], 1)]));
+    assert_eq!(answer, Response::UsageRecorded { keys: 1 });
+    let totals = state.usage("key_a").expect("usage recorded");
+    assert_eq!(totals.by_class, [0, 7, 0, 1, 3]);
+    assert_eq!(totals.last_used_ms, Some(T0 + 9), "the latest use wins, not the latest report");
+    assert!(state.usage("gone").is_none());
+}
+
+#[test]
+fn deleting_a_key_drops_its_usage() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    apply(&mut state, &usage(1, 10, &[("key_a", [0, 1, 0, 0, 0], 9)]));
+    apply(
+        &mut state,
+        &Command::DeleteKey {
+            id: "key_a".into(),
+            now_ms: T0,
+        },
+    );
+    assert!(state.usage("key_a").is_none());
+}
+
+fn audited(command: Command) -> Command {
+    Command::Audited(Box::new(Audited {
+        actor: "admin:1234".into(),
+        at_ms: T0 + 1,
+        command,
+    }))
+}
+
+#[test]
+fn an_audited_write_is_applied_and_logged_with_its_outcome() {
+    let mut state = State::default();
+    let created = apply(&mut state, &audited(Command::CreateKey(Box::new(new_key("key_a", 1)))));
+    assert!(matches!(created, Response::Key(_)));
+    let refused = apply(&mut state, &audited(Command::RevokeKey { id: "nope".into(), now_ms: T0 }));
+    assert_eq!(rejected(refused).code(), "not_found");
+    let log: Vec<_> = state.audit().iter().cloned().collect();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        (log[0].seq, log[0].action.as_str(), log[0].target.as_str(), log[0].outcome.as_str()),
+        (0, "create_key", "key_a", "ok")
+    );
+    assert_eq!(
+        (log[1].seq, log[1].action.as_str(), log[1].target.as_str(), log[1].outcome.as_str()),
+        (1, "revoke_key", "nope", "not_found")
+    );
+    assert_eq!((log[1].actor.as_str(), log[1].at_ms), ("admin:1234", T0 + 1));
+}
+
+#[test]
+fn audit_commands_cannot_nest() {
+    let mut state = State::default();
+    let nested = audited(audited(Command::ExpireKeys { now_ms: T0 }));
+    assert_eq!(rejected(apply(&mut state, &nested)).code(), "validation_failed");
+    assert!(state.audit().is_empty());
+}
+
+#[test]
+fn recorded_audit_entries_are_numbered_in_order() {
+    let mut state = State::default();
+    let record = |target: &str| {
+        Command::RecordAudit(Box::new(AuditRecord {
+            at_ms: T0,
+            actor: "admin:1".into(),
+            action: "add_member".into(),
+            target: target.into(),
+            outcome: "ok".into(),
+        }))
+    };
+    assert_eq!(apply(&mut state, &record("2")), Response::AuditRecorded { seq: 0 });
+    assert_eq!(apply(&mut state, &record("3")), Response::AuditRecorded { seq: 1 });
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => arb_plain_command(),
+        1 => arb_plain_command().prop_map(audited),
+    ]
+}
+
+fn arb_plain_command() -> impl Strategy<Value = Command> {
     let id = (0u8..4).prop_map(|i| format!("key_{i}"));
     let byte = 1u8..12;
     let now = 0i64..10_000;
@@ -421,8 +612,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
             now_ms: T0 + now,
         }),
         (id.clone(), now.clone()).prop_map(|(id, now)| Command::RevokeKey { id, now_ms: T0 + now }),
-        (id, now.clone()).prop_map(|(id, now)| Command::DeleteKey { id, now_ms: T0 + now }),
-        now.prop_map(|now| Command::ExpireKeys { now_ms: T0 + now }),
+        (id.clone(), now.clone()).prop_map(|(id, now)| Command::DeleteKey { id, now_ms: T0 + now }),
+        now.clone().prop_map(|now| Command::ExpireKeys { now_ms: T0 + now }),
+        ((0u8..3), now.clone()).prop_map(|(r, now)| put_route(route(&format!("r{r}"), &format!("/r{r}")), now)),
+        ((0u8..3), now.clone()).prop_map(|(r, now)| Command::DeleteRoute {
+            id: format!("r{r}"),
+            now_ms: T0 + now
+        }),
+        (id, now, 0u64..10).prop_map(|(id, now, n)| usage(1, now, &[(&id, [0, n, 0, 0, 0], now)])),
     ]
 }
 
@@ -438,7 +635,14 @@ proptest! {
             let response = apply(&mut a, command);
             prop_assert_eq!(&response, &apply(&mut b, command));
             if matches!(response, Response::Rejected(_)) {
-                prop_assert_eq!(&a, &before);
+                // A refused command changes nothing, except that an audited one is logged.
+                let mut expected = before.clone();
+                if let Command::Audited(_) = command {
+                    expected.audit = a.audit.clone();
+                    expected.next_audit_seq = a.next_audit_seq;
+                    prop_assert_eq!(a.audit.len(), before.audit.len() + 1);
+                }
+                prop_assert_eq!(&a, &expected);
             }
             let mut rebuilt = a.clone();
             rebuilt.rebuild_indexes();

@@ -1,0 +1,68 @@
+//! Records of what happened: per-key usage folded in from every node, and the audit log of
+//! admin writes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Audit entries kept; older ones are dropped first.
+pub const MAX_AUDIT_ENTRIES: usize = 100_000;
+/// Most keys in one usage report.
+pub const MAX_USAGE_REPORT_KEYS: usize = 10_000;
+
+/// Response status classes counted per key: 1xx, 2xx, 3xx, 4xx, 5xx.
+pub const STATUS_CLASSES: usize = 5;
+
+/// Requests a key made, summed over every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    /// Requests by response status class (index 0 = 1xx … 4 = 5xx).
+    pub by_class: [u64; STATUS_CLASSES],
+    /// The latest request seen by any node (Unix milliseconds).
+    pub last_used_ms: Option<i64>,
+    /// When usage was last folded in (Unix milliseconds).
+    pub updated_at_ms: i64,
+}
+
+/// One key's requests on one node since that node's previous report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsageDelta {
+    pub key_id: String,
+    pub by_class: [u64; STATUS_CLASSES],
+    pub last_used_ms: i64,
+}
+
+/// A node's periodic usage report, folded into the replicated totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub node: NodeId,
+    pub now_ms: i64,
+    pub keys: Vec<KeyUsageDelta>,
+}
+
+/// One admin write as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log; increases by one per entry, cluster-wide.
+    pub seq: u64,
+    /// When the write was made (stamped by the node that received it).
+    pub at_ms: i64,
+    /// Who made it: the id of the admin credential, never the credential.
+    pub actor: String,
+    /// What was done (`create_key`, `put_route`, `add_member`, …).
+    pub action: String,
+    /// What it was done to (a key, route or node id).
+    pub target: String,
+    /// `ok`, or the code of the rejection or failure.
+    pub outcome: String,
+}
+
+/// An audit record of an operation that is not itself a command (membership changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}

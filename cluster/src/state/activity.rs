@@ -1,0 +1,87 @@
+//! Usage totals and the audit log in the replicated state.
+
+use std::collections::VecDeque;
+
+use super::{apply, State};
+use crate::activity::{AuditEntry, AuditRecord, KeyUsage, UsageReport, MAX_AUDIT_ENTRIES, MAX_USAGE_REPORT_KEYS};
+use crate::command::{Audited, Command, Rejection, Response};
+
+impl State {
+    /// Returns a key's request totals, if it made any.
+    pub fn usage(&self, key_id: &str) -> Option<&KeyUsage> {
+        self.usage.get(key_id)
+    }
+
+    /// Returns the audit log, oldest first.
+    pub fn audit(&self) -> &VecDeque<AuditEntry> {
+        &self.audit
+    }
+
+    pub(super) fn record_usage(&mut self, report: &UsageReport) -> Result<Response, Rejection> {
+        if report.keys.len() > MAX_USAGE_REPORT_KEYS {
+            return Err(Rejection::Invalid {
+                field: "keys".into(),
+                reason: format!("a report carries at most {MAX_USAGE_REPORT_KEYS} keys"),
+            });
+        }
+        let mut known = 0;
+        for delta in &report.keys {
+            // Usage of a key deleted since the report was made is dropped with the key.
+            if !self.keys.contains_key(&delta.key_id) {
+                continue;
+            }
+            known += 1;
+            let usage = self.usage.entry(delta.key_id.clone()).or_insert_with(KeyUsage::default);
+            for (total, add) in usage.by_class.iter_mut().zip(delta.by_class) {
+                *total = total.saturating_add(add);
+            }
+            usage.last_used_ms = usage.last_used_ms.max(Some(delta.last_used_ms));
+            usage.updated_at_ms = report.now_ms;
+        }
+        Ok(Response::UsageRecorded { keys: known })
+    }
+
+    pub(super) fn apply_audited(&mut self, audited: &Audited) -> Result<Response, Rejection> {
+        if matches!(audited.command, Command::Audited(_) | Command::RecordAudit(_)) {
+            return Err(Rejection::Invalid {
+                field: "command".into(),
+                reason: "an audited command cannot itself be an audit command".into(),
+            });
+        }
+        let response = apply(self, &audited.command);
+        let outcome = match &response {
+            Response::Rejected(rejection) => rejection.code(),
+            _ => "ok",
+        };
+        self.append_audit(AuditRecord {
+            at_ms: audited.at_ms,
+            actor: audited.actor.clone(),
+            action: audited.command.kind().to_owned(),
+            target: audited.command.target(),
+            outcome: outcome.to_owned(),
+        });
+        Ok(response)
+    }
+
+    pub(super) fn record_audit(&mut self, record: &AuditRecord) -> Result<Response, Rejection> {
+        let seq = self.append_audit(record.clone());
+        Ok(Response::AuditRecorded { seq })
+    }
+
+    fn append_audit(&mut self, record: AuditRecord) -> u64 {
+        let seq = self.next_audit_seq;
+        self.next_audit_seq += 1;
+        if self.audit.len() >= MAX_AUDIT_ENTRIES {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(AuditEntry {
+            seq,
+            at_ms: record.at_ms,
+            actor: record.actor,
+            action: record.action,
+            target: record.target,
+            outcome: record.outcome,
+        });
+        seq
+    }
+}
