@@ -64,6 +64,16 @@ pub enum Proposal {
     Batch(Vec<Command>),
 }
 
+impl Proposal {
+    /// Returns the commands carried, in order.
+    pub fn commands(&self) -> &[Command] {
+        match self {
+            Proposal::One(command) => std::slice::from_ref(command),
+            Proposal::Batch(commands) => commands,
+        }
+    }
+}
+
 /// The outcome of applying a [`Proposal`]: one response per command, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {

@@ -130,7 +130,10 @@ pub fn validate_route(route: &Route) -> Vec<FieldError> {
         )));
     }
     if route.retries > MAX_RETRIES {
-        check(Err(FieldError::new("retries", format!("must be at most {MAX_RETRIES}"))));
+        check(Err(FieldError::new(
+            "retries",
+            format!("must be at most {MAX_RETRIES}"),
+        )));
     }
     if route.headers.len() > MAX_ROUTE_HEADERS {
         check(Err(FieldError::new(
@@ -156,10 +159,16 @@ fn path_prefix(value: &str) -> Result<(), FieldError> {
         ));
     }
     if value.len() > 1 && value.ends_with('/') {
-        return Err(FieldError::new(field, "must not end with '/' (prefixes match whole segments)"));
+        return Err(FieldError::new(
+            field,
+            "must not end with '/' (prefixes match whole segments)",
+        ));
     }
     if value.contains("//") || value.split('/').any(|s| s == "." || s == "..") {
-        return Err(FieldError::new(field, "must not contain empty, '.' or '..' segments"));
+        return Err(FieldError::new(
+            field,
+            "must not contain empty, '.' or '..' segments",
+        ));
     }
     if !value.bytes().all(is_path_byte) {
         return Err(FieldError::new(
@@ -177,7 +186,9 @@ fn is_path_byte(b: u8) -> bool {
 fn method(index: usize, value: &str) -> Result<(), FieldError> {
     let ok = !value.is_empty()
         && value.len() <= 32
-        && value.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -230,7 +241,10 @@ fn upstream(index: usize, target: &UpstreamTarget) -> Result<(), FieldError> {
         return Err(FieldError::new(field("url"), "must not have a query or fragment"));
     }
     if target.weight == 0 || target.weight > MAX_WEIGHT {
-        return Err(FieldError::new(field("weight"), format!("must be 1 to {MAX_WEIGHT}")));
+        return Err(FieldError::new(
+            field("weight"),
+            format!("must be 1 to {MAX_WEIGHT}"),
+        ));
     }
     if target.priority > MAX_PRIORITY {
         return Err(FieldError::new(
@@ -271,7 +285,10 @@ fn header(name: &str, value: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "is not a valid header name"));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(FieldError::new(field, "is set by the gateway and cannot be overridden"));
+        return Err(FieldError::new(
+            field,
+            "is set by the gateway and cannot be overridden",
+        ));
     }
     if value.len() > 8192 || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(FieldError::new(
@@ -283,7 +300,9 @@ fn header(name: &str, value: &str) -> Result<(), FieldError> {
 }
 
 fn health_check(health: &HealthCheck) -> Result<(), FieldError> {
-    if !health.path.starts_with('/') || health.path.len() > MAX_ROUTE_TEXT || !health.path.bytes().all(is_path_byte)
+    if !health.path.starts_with('/')
+        || health.path.len() > MAX_ROUTE_TEXT
+        || !health.path.bytes().all(is_path_byte)
     {
         return Err(FieldError::new(
             "health_check.path",
@@ -353,7 +372,10 @@ mod tests {
         });
         bad.timeout_ms = 0;
         bad.retries = 99;
-        bad.headers = vec![("X-Forwarded-For".into(), "spoof".into()), ("ok".into(), "a\nb".into())];
+        bad.headers = vec![
+            ("X-Forwarded-For".into(), "spoof".into()),
+            ("ok".into(), "a\nb".into()),
+        ];
         bad.methods = vec!["get".into()];
         assert_eq!(
             fields(&bad),

@@ -6,14 +6,20 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use cluster::NodeInfo;
 
+use std::sync::Arc;
+
 use crate::actors::announcer::Announcer;
+use crate::actors::health_checker::HealthChecker;
 use crate::actors::janitor::ExpiryJanitor;
+use crate::actors::usage_flusher::UsageFlusher;
 use crate::admin::{self, AdminContext, AdminTokenDigest};
 use crate::admin_token::{self, TokenSource};
 use crate::cluster_handle::ClusterHandle;
 use crate::config::NodeConfig;
+use crate::dataplane::read_model::ReadModel;
+use crate::dataplane::{self, forward, ProxyContext};
 use crate::raft_runtime::RaftRuntime;
-use crate::{clock, peer_server, proxy};
+use crate::{clock, peer_server};
 
 /// Seconds in-flight requests get to finish after SIGTERM.
 const GRACEFUL_SHUTDOWN_SECS: u64 = 10;
@@ -36,8 +42,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let digest = web::Data::new(AdminTokenDigest::of(&token));
     drop(token);
 
+    let read_model = Arc::new(ReadModel::default());
     let runtime = RaftRuntime::start().context("cannot start the Raft runtime")?;
-    let cluster = ClusterHandle::start(&config, runtime.handle())
+    let cluster = ClusterHandle::start(&config, runtime.handle(), read_model.clone())
         .await
         .context("cannot start the Raft node")?;
 
@@ -56,6 +63,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 
     let admin_context = web::Data::new(AdminContext {
         cluster: cluster.clone(),
+        revoke_wait: config.max_staleness.min(std::time::Duration::from_secs(2)),
     });
     let admin = HttpServer::new(move || {
         App::new()
@@ -70,12 +78,24 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     .with_context(|| format!("cannot bind the admin listener on {}", config.admin_addr))?
     .run();
 
-    let proxy = HttpServer::new(|| App::new().configure(proxy::routes))
-        .disable_signals()
-        .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
-        .bind(config.proxy_addr)
-        .with_context(|| format!("cannot bind the proxy listener on {}", config.proxy_addr))?
-        .run();
+    let proxy_context = web::Data::new(ProxyContext {
+        read_model: read_model.clone(),
+        contact: cluster.leader_contact().clone(),
+        max_staleness: config.max_staleness,
+    });
+    let proxy = HttpServer::new(move || {
+        App::new()
+            .app_data(proxy_context.clone())
+            .app_data(web::Data::new(forward::upstream_client()))
+            .configure(dataplane::routes)
+    })
+    .workers(config.workers)
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
+    .bind(config.proxy_addr)
+    .with_context(|| format!("cannot bind the proxy listener on {}", config.proxy_addr))?
+    .run();
 
     let servers = [peer.handle(), admin.handle(), proxy.handle()];
     let peer_task = actix_rt::spawn(peer);
@@ -83,6 +103,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let proxy_task = actix_rt::spawn(proxy);
 
     let janitor = ExpiryJanitor::new(cluster.clone(), config.expiry_interval).start();
+    let health_checker = HealthChecker::new(read_model.clone()).start();
+    let usage_flusher =
+        UsageFlusher::new(cluster.clone(), read_model.clone(), config.usage_flush_interval).start();
     let announcer = Announcer::new(
         cluster.clone(),
         NodeInfo {
@@ -109,6 +132,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(signal, "shutting down: draining in-flight requests");
     drop(janitor);
     drop(announcer);
+    drop(health_checker);
+    drop(usage_flusher);
     let [peer_handle, admin_handle, proxy_handle] = servers;
     proxy_handle.stop(true).await;
     admin_handle.stop(true).await;

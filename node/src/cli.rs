@@ -82,4 +82,14 @@ pub struct ServeArgs {
     /// How often expired keys and past-grace secrets are swept, e.g. "10s".
     #[arg(long, env = "CREDENTIALFLOW_EXPIRY_INTERVAL")]
     pub expiry_interval: Option<String>,
+    /// Proxy worker threads (default one per core).
+    #[arg(long, env = "CREDENTIALFLOW_WORKERS")]
+    pub workers: Option<usize>,
+    /// How long a node may go without hearing from a leader before it refuses credentials
+    /// (unless the cluster is set to fail open), e.g. "5s".
+    #[arg(long, env = "CREDENTIALFLOW_MAX_STALENESS")]
+    pub max_staleness: Option<String>,
+    /// How often per-key usage is folded into the replicated totals, e.g. "10s".
+    #[arg(long, env = "CREDENTIALFLOW_USAGE_FLUSH_INTERVAL")]
+    pub usage_flush_interval: Option<String>,
 }

@@ -16,10 +16,11 @@ use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerRegistry}
 use cluster::types::{Node, NodeId, Raft};
 use cluster::Command;
 use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
-use storage::SharedState;
+use storage::{ApplyObserver, SharedState};
 use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
+use crate::dataplane::contact::LeaderContact;
 pub use crate::proposer::Written;
 use crate::proposer::{propose_to_raft, BatchError, Batcher};
 use crate::raft_runtime::RaftRuntime;
@@ -115,6 +116,13 @@ impl ClusterView {
     }
 }
 
+/// Which members confirmed applying an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedReport {
+    pub applied_on: Vec<NodeId>,
+    pub pending: Vec<NodeId>,
+}
+
 /// A cheap, cloneable handle on the running Raft node.
 #[derive(Clone)]
 pub struct ClusterHandle {
@@ -133,15 +141,22 @@ struct Inner {
     proposer: Batcher<ForwardError>,
     /// Group forwarding of writes received while another node leads.
     forwarder: Batcher<ClusterError>,
+    /// When this node last heard from a leader (the data plane's staleness check).
+    contact: Arc<LeaderContact>,
 }
 
 impl ClusterHandle {
     /// Opens storage, starts openraft on `runtime` and bootstraps as configured.
-    pub async fn start(config: &NodeConfig, runtime: Handle) -> Result<Self, StartError> {
+    pub async fn start(
+        config: &NodeConfig,
+        runtime: Handle,
+        observer: Arc<dyn ApplyObserver>,
+    ) -> Result<Self, StartError> {
         let raft_dir = config.data_dir.join("raft");
         std::fs::create_dir_all(&raft_dir)
             .map_err(|e| StartError::Raft(format!("cannot create {}: {e}", raft_dir.display())))?;
-        let (log_store, state_machine) = storage::open_as(&raft_dir, config.id)?;
+        let (log_store, mut state_machine) = storage::open_as(&raft_dir, config.id)?;
+        state_machine.set_observer(observer);
         let shared = state_machine.shared();
         let raft_config = openraft::Config {
             cluster_name: "credentialflow".to_owned(),
@@ -186,9 +201,11 @@ impl ClusterHandle {
                 catch_up_timeout: config.raft.catch_up_timeout,
                 proposer,
                 forwarder,
+                contact: Arc::new(LeaderContact::default()),
             }
         });
         let handle = Self { inner };
+        runtime.spawn(track_leader_contact(Arc::downgrade(&handle.inner)));
         handle.bootstrap(config).await?;
         Ok(handle)
     }
@@ -352,11 +369,63 @@ impl ClusterHandle {
         .map_err(|e| ClusterError::Unavailable(format!("replica did not catch up: {e}")))
     }
 
+    /// Returns whether this node has applied the log up to `index`, waiting up to `wait`.
+    pub async fn applied_locally(&self, index: u64, wait: Duration) -> bool {
+        let raft = self.inner.raft.clone();
+        self.run(async move {
+            raft.wait(Some(wait))
+                .applied_index_at_least(Some(index), "entry applied")
+                .await
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Returns which members have applied the log up to `index` (asked by the leader, so
+    /// "members in contact with the leader"), and which did not confirm within `wait`.
+    pub async fn confirm_applied(&self, index: u64, wait: Duration) -> Result<AppliedReport, ClusterError> {
+        let wait_ms = millis(wait);
+        match self
+            .through_leader(ForwardRequest::ConfirmApplied { index, wait_ms })
+            .await?
+        {
+            ForwardResponse::Applied { applied_on, pending } => Ok(AppliedReport { applied_on, pending }),
+            _ => Err(routing::unexpected_answer()),
+        }
+    }
+
+    /// Returns when this node last heard from a leader.
+    pub fn leader_contact(&self) -> &Arc<LeaderContact> {
+        &self.inner.contact
+    }
+
     /// Stops Raft; in-flight proposals fail, storage is closed when the last handle drops.
     pub async fn shutdown(&self) {
         let raft = self.inner.raft.clone();
         if let Err(error) = self.run(async move { raft.shutdown().await }).await {
             tracing::warn!(%error, "raft shutdown did not complete cleanly");
+        }
+    }
+}
+
+/// While this node leads, stamps the time of its last quorum acknowledgement (followers
+/// stamp contact when they accept AppendEntries, on the peer listener). Ends with the node.
+async fn track_leader_contact(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let metrics = inner.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state != ServerState::Leader {
+            continue;
+        }
+        let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if voters.len() == 1 && voters.contains(&inner.id) {
+            inner.contact.touch(Duration::ZERO);
+        } else if let Some(age_ms) = metrics.millis_since_quorum_ack {
+            inner.contact.touch(Duration::from_millis(age_ms));
         }
     }
 }

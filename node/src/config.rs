@@ -37,6 +37,12 @@ pub struct FileConfig {
     pub raft: RaftFileConfig,
     /// How often expired keys are swept, e.g. "10s".
     pub expiry_interval: Option<String>,
+    /// Proxy worker threads.
+    pub workers: Option<usize>,
+    /// Longest time without a leader before credentials are refused, e.g. "5s".
+    pub max_staleness: Option<String>,
+    /// How often usage is folded into the replicated totals, e.g. "10s".
+    pub usage_flush_interval: Option<String>,
 }
 
 /// The `[raft]` table.
@@ -92,6 +98,10 @@ pub struct NodeConfig {
     pub log_filter: String,
     pub raft: RaftSettings,
     pub expiry_interval: Duration,
+    /// Proxy worker threads.
+    pub workers: usize,
+    pub max_staleness: Duration,
+    pub usage_flush_interval: Duration,
 }
 
 /// Every problem found in the configuration, reported at once.
@@ -192,6 +202,27 @@ impl NodeConfig {
             &mut problems,
         );
 
+        let workers = args
+            .workers
+            .or(file.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        if workers == 0 || workers > 1024 {
+            problems.push("workers: must be 1 to 1024".to_owned());
+        }
+        let max_staleness = duration(
+            "max_staleness",
+            pick(&args.max_staleness, &file.max_staleness, "5s"),
+            &mut problems,
+        );
+        if max_staleness <= heartbeat_interval * 2 {
+            problems.push("max_staleness: must exceed two heartbeat intervals".to_owned());
+        }
+        let usage_flush_interval = duration(
+            "usage_flush_interval",
+            pick(&args.usage_flush_interval, &file.usage_flush_interval, "10s"),
+            &mut problems,
+        );
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -222,6 +253,9 @@ impl NodeConfig {
                 catch_up_timeout,
             },
             expiry_interval,
+            workers,
+            max_staleness,
+            usage_flush_interval,
         })
     }
 }

@@ -22,10 +22,10 @@ mod cli;
 mod clock;
 mod cluster_handle;
 mod config;
+mod dataplane;
 mod logging;
 mod peer_server;
 mod proposer;
-mod proxy;
 mod raft_runtime;
 
 use std::process::ExitCode;

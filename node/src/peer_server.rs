@@ -6,13 +6,15 @@ use std::future::Future;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
+use std::time::Duration;
+
 use cluster::peer::protocol::{
-    ForwardError, ForwardRequest, CONTENT_TYPE, MAX_BODY_BYTES, PATH_APPEND, PATH_FORWARD, PATH_SNAPSHOT,
-    PATH_VOTE,
+    AppliedQuery, ForwardError, ForwardRequest, CONTENT_TYPE, MAX_BODY_BYTES, PATH_APPEND, PATH_APPLIED,
+    PATH_FORWARD, PATH_SNAPSHOT, PATH_VOTE,
 };
 use cluster::types::{NodeId, TypeConfig};
 use cluster::wire::{self, WireError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -48,6 +50,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(PATH_VOTE, web::post().to(vote))
         .route(PATH_SNAPSHOT, web::post().to(snapshot))
         .route(PATH_FORWARD, web::post().to(forward))
+        .route(PATH_APPLIED, web::post().to(applied))
         .default_service(web::to(|| async {
             HttpResponse::NotFound().body("unknown peer endpoint")
         }));
@@ -86,7 +89,20 @@ async fn append(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> Result<H
         cluster,
         body,
         false,
-        |c, request: AppendEntriesRequest<TypeConfig>| async move { c.raft().append_entries(request).await },
+        |c, request: AppendEntriesRequest<TypeConfig>| async move {
+            let answer = c.raft().append_entries(request).await;
+            // Accepted (or merely conflicting) entries come from the current leader: the
+            // data plane may keep trusting its replica.
+            if let Ok(
+                AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict,
+            ) = &answer
+            {
+                c.leader_contact().touch(Duration::ZERO);
+            }
+            answer
+        },
     )
     .await
 }
@@ -124,3 +140,17 @@ async fn forward(
     })
     .await
 }
+
+async fn applied(
+    cluster: web::Data<ClusterHandle>,
+    body: web::Bytes,
+) -> Result<HttpResponse, PeerServeError> {
+    serve(cluster, body, false, |c, query: AppliedQuery| async move {
+        let wait = Duration::from_millis(query.wait_ms.min(MAX_APPLIED_WAIT_MS));
+        c.applied_locally(query.index, wait).await
+    })
+    .await
+}
+
+/// Longest a member holds an "applied yet?" question before answering no.
+const MAX_APPLIED_WAIT_MS: u64 = 10_000;

@@ -26,4 +26,4 @@ pub mod state_machine;
 pub use db::{open, open_as};
 pub use error::StorageOpenError;
 pub use log_store::LogStore;
-pub use state_machine::{AppliedState, SharedState, StateMachineStore};
+pub use state_machine::{AppliedState, ApplyObserver, SharedState, StateMachineStore};

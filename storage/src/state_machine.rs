@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use cluster::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership};
-use cluster::{apply_proposal, wire, Outcome, State, TypeConfig};
+use cluster::{apply_proposal, wire, Outcome, Proposal, State, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -47,6 +47,17 @@ impl SharedState {
     }
 }
 
+/// Told about every change of the applied state while the change is being made, so that a
+/// read model derived from the state (the data plane's key and route tables) changes
+/// before openraft answers the write: a client that saw a revoke succeed can never be
+/// served by the old key on this node afterwards.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// `proposals` were just applied to `state`, in order.
+    fn applied(&self, state: &State, proposals: &[Proposal]);
+    /// `state` replaced the previous state as a whole (restart, snapshot installed).
+    fn replaced(&self, state: &State);
+}
+
 /// A persisted snapshot: its metadata and the encoded [`State`].
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -61,6 +72,7 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// Serialises snapshot writes (background builds and installs).
     snapshot_writers: Arc<Mutex<()>>,
+    observer: Option<Arc<dyn ApplyObserver>>,
 }
 
 impl StateMachineStore {
@@ -84,7 +96,14 @@ impl StateMachineStore {
             shared,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshot_writers: Arc::new(Mutex::new(())),
+            observer: None,
         })
+    }
+
+    /// Attaches the observer of state changes and shows it the current state.
+    pub fn set_observer(&mut self, observer: Arc<dyn ApplyObserver>) {
+        observer.replaced(&self.shared.read().state);
+        self.observer = Some(observer);
     }
 
     /// Returns the handle the node reads the applied state through.
@@ -195,17 +214,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let applied = &mut *guard;
         let mut responses = Vec::new();
+        let mut proposals = Vec::new();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Outcome::default(),
-                EntryPayload::Normal(proposal) => apply_proposal(&mut applied.state, &proposal),
+                EntryPayload::Normal(proposal) => {
+                    let outcome = apply_proposal(&mut applied.state, &proposal);
+                    proposals.push(proposal);
+                    outcome
+                }
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::default()
                 }
             };
             responses.push(response);
+        }
+        if let (Some(observer), false) = (&self.observer, proposals.is_empty()) {
+            observer.applied(&applied.state, &proposals);
         }
         Ok(responses)
     }
@@ -239,11 +266,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             },
             &self.snapshot_writers,
         )?;
-        self.shared.replace(AppliedState {
+        let mut guard = self
+            .shared
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = AppliedState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             state,
-        });
+        };
+        if let Some(observer) = &self.observer {
+            observer.replaced(&guard.state);
+        }
+        drop(guard);
         tracing::info!(last_log = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }

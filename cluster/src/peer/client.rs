@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::protocol::{
-    ForwardError, ForwardRequest, ForwardResponse, CONTENT_TYPE, PATH_APPEND, PATH_FORWARD, PATH_SNAPSHOT,
-    PATH_VOTE,
+    AppliedQuery, ForwardError, ForwardRequest, ForwardResponse, CONTENT_TYPE, PATH_APPEND, PATH_APPLIED,
+    PATH_FORWARD, PATH_SNAPSHOT, PATH_VOTE,
 };
 use crate::types::{Node, NodeId, TypeConfig};
 use crate::wire::{self, WireError};
@@ -133,6 +133,12 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Result<ForwardResponse, ForwardError>, PeerError> {
         self.call(PATH_FORWARD, request, timeout).await
+    }
+
+    /// Asks this peer whether it has applied the log up to `query.index`.
+    pub async fn applied(&self, query: AppliedQuery) -> Result<bool, PeerError> {
+        let timeout = Duration::from_millis(query.wait_ms) + CONNECT_TIMEOUT;
+        self.call(PATH_APPLIED, &query, timeout).await
     }
 }
 

@@ -14,6 +14,9 @@ pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 /// An admin operation forwarded by a follower to the leader.
 pub const PATH_FORWARD: &str = "/cluster/forward";
 
+/// Asks a member whether it has applied the log up to an index (waiting a little).
+pub const PATH_APPLIED: &str = "/cluster/applied";
+
 /// Content type of every peer body.
 pub const CONTENT_TYPE: &str = "application/x-credentialflow-bincode";
 
@@ -37,6 +40,16 @@ pub enum ForwardRequest {
     /// Confirm leadership with a quorum and return the index a linearizable read must
     /// wait for.
     ReadIndex,
+    /// Find out which members have applied the log up to `index`, waiting up to
+    /// `wait_ms` for each one.
+    ConfirmApplied { index: u64, wait_ms: u64 },
+}
+
+/// A member's answer to "have you applied `index`?", after waiting up to `wait_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedQuery {
+    pub index: u64,
+    pub wait_ms: u64,
 }
 
 /// The leader's answer to a [`ForwardRequest`].
@@ -49,6 +62,11 @@ pub enum ForwardResponse {
     MembershipChanged { log_index: u64 },
     /// Reads that wait for this index are linearizable.
     ReadIndex { index: u64 },
+    /// Which members have applied the index of a [`ForwardRequest::ConfirmApplied`].
+    Applied {
+        applied_on: Vec<NodeId>,
+        pending: Vec<NodeId>,
+    },
 }
 
 /// Why the leader could not perform a forwarded operation.

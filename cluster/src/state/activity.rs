@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 
 use super::{apply, State};
-use crate::activity::{AuditEntry, AuditRecord, KeyUsage, UsageReport, MAX_AUDIT_ENTRIES, MAX_USAGE_REPORT_KEYS};
+use crate::activity::{
+    AuditEntry, AuditRecord, KeyUsage, UsageReport, MAX_AUDIT_ENTRIES, MAX_USAGE_REPORT_KEYS,
+};
 use crate::command::{Audited, Command, Rejection, Response};
 
 impl State {
@@ -31,7 +33,7 @@ impl State {
                 continue;
             }
             known += 1;
-            let usage = self.usage.entry(delta.key_id.clone()).or_insert_with(KeyUsage::default);
+            let usage = self.usage.entry(delta.key_id.clone()).or_default();
             for (total, add) in usage.by_class.iter_mut().zip(delta.by_class) {
                 *total = total.saturating_add(add);
             }

@@ -506,11 +506,18 @@ fn usage_reports_from_several_nodes_add_up() {
     let mut state = State::default();
     create(&mut state, "key_a", 1);
     apply(&mut state, &usage(1, 10, &[("key_a", [0, 5, 0, 1, 0], 9)]));
-    let answer = apply(&mut state, &usage(2, 20, &[("key_a", [0, 2, 0, 0, 3], 7), ("gone", [1; 5], 1)]));
+    let answer = apply(
+        &mut state,
+        &usage(2, 20, &[("key_a", [0, 2, 0, 0, 3], 7), ("gone", [1; 5], 1)]),
+    );
     assert_eq!(answer, Response::UsageRecorded { keys: 1 });
     let totals = state.usage("key_a").expect("usage recorded");
     assert_eq!(totals.by_class, [0, 7, 0, 1, 3]);
-    assert_eq!(totals.last_used_ms, Some(T0 + 9), "the latest use wins, not the latest report");
+    assert_eq!(
+        totals.last_used_ms,
+        Some(T0 + 9),
+        "the latest use wins, not the latest report"
+    );
     assert!(state.usage("gone").is_none());
 }
 
@@ -540,18 +547,37 @@ fn audited(command: Command) -> Command {
 #[test]
 fn an_audited_write_is_applied_and_logged_with_its_outcome() {
     let mut state = State::default();
-    let created = apply(&mut state, &audited(Command::CreateKey(Box::new(new_key("key_a", 1)))));
+    let created = apply(
+        &mut state,
+        &audited(Command::CreateKey(Box::new(new_key("key_a", 1)))),
+    );
     assert!(matches!(created, Response::Key(_)));
-    let refused = apply(&mut state, &audited(Command::RevokeKey { id: "nope".into(), now_ms: T0 }));
+    let refused = apply(
+        &mut state,
+        &audited(Command::RevokeKey {
+            id: "nope".into(),
+            now_ms: T0,
+        }),
+    );
     assert_eq!(rejected(refused).code(), "not_found");
     let log: Vec<_> = state.audit().iter().cloned().collect();
     assert_eq!(log.len(), 2);
     assert_eq!(
-        (log[0].seq, log[0].action.as_str(), log[0].target.as_str(), log[0].outcome.as_str()),
+        (
+            log[0].seq,
+            log[0].action.as_str(),
+            log[0].target.as_str(),
+            log[0].outcome.as_str()
+        ),
         (0, "create_key", "key_a", "ok")
     );
     assert_eq!(
-        (log[1].seq, log[1].action.as_str(), log[1].target.as_str(), log[1].outcome.as_str()),
+        (
+            log[1].seq,
+            log[1].action.as_str(),
+            log[1].target.as_str(),
+            log[1].outcome.as_str()
+        ),
         (1, "revoke_key", "nope", "not_found")
     );
     assert_eq!((log[1].actor.as_str(), log[1].at_ms), ("admin:1234", T0 + 1));
@@ -577,8 +603,14 @@ fn recorded_audit_entries_are_numbered_in_order() {
             outcome: "ok".into(),
         }))
     };
-    assert_eq!(apply(&mut state, &record("2")), Response::AuditRecorded { seq: 0 });
-    assert_eq!(apply(&mut state, &record("3")), Response::AuditRecorded { seq: 1 });
+    assert_eq!(
+        apply(&mut state, &record("2")),
+        Response::AuditRecorded { seq: 0 }
+    );
+    assert_eq!(
+        apply(&mut state, &record("3")),
+        Response::AuditRecorded { seq: 1 }
+    );
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -613,8 +645,10 @@ fn arb_plain_command() -> impl Strategy<Value = Command> {
         }),
         (id.clone(), now.clone()).prop_map(|(id, now)| Command::RevokeKey { id, now_ms: T0 + now }),
         (id.clone(), now.clone()).prop_map(|(id, now)| Command::DeleteKey { id, now_ms: T0 + now }),
-        now.clone().prop_map(|now| Command::ExpireKeys { now_ms: T0 + now }),
-        ((0u8..3), now.clone()).prop_map(|(r, now)| put_route(route(&format!("r{r}"), &format!("/r{r}")), now)),
+        now.clone()
+            .prop_map(|now| Command::ExpireKeys { now_ms: T0 + now }),
+        ((0u8..3), now.clone())
+            .prop_map(|(r, now)| put_route(route(&format!("r{r}"), &format!("/r{r}")), now)),
         ((0u8..3), now.clone()).prop_map(|(r, now)| Command::DeleteRoute {
             id: format!("r{r}"),
             now_ms: T0 + now

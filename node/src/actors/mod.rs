@@ -2,4 +2,6 @@
 //! a pure decision function that is tested without a runtime.
 
 pub mod announcer;
+pub mod health_checker;
 pub mod janitor;
+pub mod usage_flusher;

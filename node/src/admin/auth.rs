@@ -18,6 +18,15 @@ impl AdminTokenDigest {
         Self(Sha256::digest(token.as_bytes()).into())
     }
 
+    /// Returns the audit name of the token: `admin:` and 8 hex digits of its digest.
+    pub fn actor_id(&self) -> String {
+        let mut id = String::from("admin:");
+        for byte in &self.0[..4] {
+            id.push_str(&format!("{byte:02x}"));
+        }
+        id
+    }
+
     /// Compares digests, so the comparison time reveals nothing about the token.
     fn matches(&self, presented: &str) -> bool {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -29,8 +38,11 @@ impl AdminTokenDigest {
     }
 }
 
-/// Proof that the request carried the admin token; take it as a handler argument.
-pub struct Admin;
+/// Proof that the request carried the admin token; take it as a handler argument. Its
+/// `actor` names the credential in the audit log without revealing it.
+pub struct Admin {
+    pub actor: String,
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
@@ -55,7 +67,9 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
         })
         .ok_or(ApiError::Unauthorized)?;
     if digest.matches(presented) {
-        Ok(Admin)
+        Ok(Admin {
+            actor: digest.actor_id(),
+        })
     } else {
         Err(ApiError::Unauthorized)
     }

@@ -7,7 +7,9 @@ use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
 use super::AdminContext;
-use crate::cluster_handle::ClusterView;
+use crate::cluster_handle::{ClusterError, ClusterView};
+use cluster::activity::AuditRecord;
+use cluster::Command;
 
 #[derive(Serialize)]
 struct MemberBody {
@@ -82,7 +84,7 @@ pub struct AddMemberRequest {
 
 /// `POST /v1/cluster/members`: adds a learner, waits for it to catch up, promotes it.
 pub async fn add_member(
-    _: Admin,
+    admin: Admin,
     ctx: web::Data<AdminContext>,
     request: AdminJson<AddMemberRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -102,10 +104,12 @@ pub async fn add_member(
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
-    let log_index = ctx
+    let added = ctx
         .cluster
         .add_member(request.id, request.peer_addr.clone(), request.voter)
-        .await?;
+        .await;
+    record_membership_change(&ctx, &admin, "add_member", request.id, &added).await;
+    let log_index = added?;
     tracing::info!(node = request.id, voter = request.voter, "member added");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": request.id,
@@ -117,7 +121,7 @@ pub async fn add_member(
 
 /// `DELETE /v1/cluster/members/{id}`.
 pub async fn remove_member(
-    _: Admin,
+    admin: Admin,
     ctx: web::Data<AdminContext>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -127,6 +131,33 @@ pub async fn remove_member(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::InvalidId(raw.chars().take(40).collect()))?;
-    let log_index = ctx.cluster.remove_member(id).await?;
+    let removed = ctx.cluster.remove_member(id).await;
+    record_membership_change(&ctx, &admin, "remove_member", id, &removed).await;
+    let log_index = removed?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "removed": true, "log_index": log_index })))
+}
+
+/// Appends a membership change to the audit log. Membership entries are not commands, so
+/// the record is a separate write; if it fails the change stands and a warning is logged.
+async fn record_membership_change(
+    ctx: &AdminContext,
+    admin: &Admin,
+    action: &str,
+    id: u64,
+    outcome: &Result<u64, ClusterError>,
+) {
+    let outcome = match outcome {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => ApiError::Cluster(error.clone()).code().to_owned(),
+    };
+    let record = AuditRecord {
+        at_ms: crate::clock::now_ms(),
+        actor: admin.actor.clone(),
+        action: action.to_owned(),
+        target: id.to_string(),
+        outcome,
+    };
+    if let Err(error) = ctx.cluster.write(Command::RecordAudit(Box::new(record))).await {
+        tracing::warn!(%error, action, node = id, "membership change not recorded in the audit log");
+    }
 }

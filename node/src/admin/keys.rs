@@ -5,7 +5,7 @@ use chrono::DateTime;
 use cluster::command::NewKey;
 use cluster::validate::{self, FieldError};
 use cluster::{secret, Command, KeySecret, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::body::AdminJson;
@@ -117,13 +117,13 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
 
 /// `POST /v1/keys`: creates a key; the answer is the only time its secret is shown.
 pub async fn create(
-    _: Admin,
+    admin: Admin,
     ctx: web::Data<AdminContext>,
     body: AdminJson<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = now_ms();
     let (command, plaintext) = new_key_command(body.0, now)?;
-    let written = ctx.cluster.write(command).await?;
+    let written = ctx.audited_write(&admin, command).await?;
     let view = key_view(written.response, now)?;
     tracing::debug!(key_id = %view.id, log_index = written.log_index, "key created");
     Ok(HttpResponse::Created().json(KeyWithSecret { key: plaintext, view }))
@@ -178,7 +178,7 @@ pub async fn get(
 
 /// `POST /v1/keys/{id}/rotate`: a new secret; the old one works for `grace_secs` more.
 pub async fn rotate(
-    _: Admin,
+    admin: Admin,
     ctx: web::Data<AdminContext>,
     id: web::Path<String>,
     body: AdminJson<RotateRequest>,
@@ -198,7 +198,7 @@ pub async fn rotate(
         grace_ms: body.0.grace_secs * 1000,
         now_ms: now,
     };
-    let written = ctx.cluster.write(command).await?;
+    let written = ctx.audited_write(&admin, command).await?;
     let view = key_view(written.response, now)?;
     tracing::debug!(key_id = %view.id, "key rotated");
     Ok(HttpResponse::Ok().json(KeyWithSecret {
@@ -207,31 +207,51 @@ pub async fn rotate(
     }))
 }
 
-/// `POST /v1/keys/{id}/revoke`.
+/// The answer to a revoke: the key, and which members confirmed applying the revocation.
+#[derive(Serialize)]
+struct RevokedView {
+    #[serde(flatten)]
+    key: KeyView,
+    applied_on: Vec<u64>,
+    pending: Vec<u64>,
+}
+
+/// `POST /v1/keys/{id}/revoke`: answers once every member in contact with the leader has
+/// applied the revocation, naming them in `applied_on` (members that did not confirm in
+/// time are `pending`; they refuse every credential once their replica is stale).
 pub async fn revoke(
-    _: Admin,
+    admin: Admin,
     ctx: web::Data<AdminContext>,
     id: web::Path<String>,
     _body: AdminJson<EmptyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = key_id(id.into_inner())?;
     let now = now_ms();
-    let written = ctx.cluster.write(Command::RevokeKey { id, now_ms: now }).await?;
-    let view = key_view(written.response, now)?;
-    tracing::debug!(key_id = %view.id, "key revoked");
-    Ok(HttpResponse::Ok().json(view))
+    let written = ctx
+        .audited_write(&admin, Command::RevokeKey { id, now_ms: now })
+        .await?;
+    let key = key_view(written.response, now)?;
+    let report = ctx
+        .cluster
+        .confirm_applied(written.log_index, ctx.revoke_wait)
+        .await?;
+    tracing::info!(key_id = %key.id, applied_on = ?report.applied_on, pending = ?report.pending, "key revoked");
+    Ok(HttpResponse::Ok().json(RevokedView {
+        key,
+        applied_on: report.applied_on,
+        pending: report.pending,
+    }))
 }
 
 /// `DELETE /v1/keys/{id}`.
 pub async fn delete(
-    _: Admin,
+    admin: Admin,
     ctx: web::Data<AdminContext>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = key_id(id.into_inner())?;
     let written = ctx
-        .cluster
-        .write(Command::DeleteKey { id, now_ms: now_ms() })
+        .audited_write(&admin, Command::DeleteKey { id, now_ms: now_ms() })
         .await?;
     match written.response {
         Response::KeyDeleted { id } => {
@@ -243,7 +263,7 @@ pub async fn delete(
     }
 }
 
-fn key_id(id: String) -> Result<String, ApiError> {
+pub(super) fn key_id(id: String) -> Result<String, ApiError> {
     validate::id("id", &id).map_err(|_| ApiError::InvalidId(id.chars().take(80).collect()))?;
     Ok(id)
 }

@@ -1,25 +1,48 @@
 //! The cluster admin API on the admin listener: JSON under `/v1/`, bearer-token protected,
 //! plus the unauthenticated health probes.
 
+mod activity;
 mod auth;
 mod body;
 mod cluster;
 mod error;
 mod health;
 mod keys;
+mod routes;
+mod settings;
 mod views;
 
+use std::time::Duration;
+
+use ::cluster::command::Audited;
+use ::cluster::Command;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use auth::Admin;
 pub use auth::AdminTokenDigest;
 pub use error::ApiError;
 
-use crate::cluster_handle::ClusterHandle;
+use crate::cluster_handle::{ClusterHandle, Written};
 
 /// What admin handlers share.
 pub struct AdminContext {
     pub cluster: ClusterHandle,
+    /// How long a revoke waits for members to confirm they applied it.
+    pub revoke_wait: Duration,
+}
+
+impl AdminContext {
+    /// Proposes an admin write, recorded in the audit log under the caller's name in the
+    /// same log entry.
+    async fn audited_write(&self, admin: &Admin, command: Command) -> Result<Written, ApiError> {
+        let audited = Audited {
+            actor: admin.actor.clone(),
+            at_ms: crate::clock::now_ms(),
+            command,
+        };
+        Ok(self.cluster.write(Command::Audited(Box::new(audited))).await?)
+    }
 }
 
 /// Read consistency of a GET: the local replica (default) or through the leader's read index.
@@ -67,6 +90,20 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/keys/{id}/rotate").route(web::post().to(keys::rotate)))
         .service(resource("/v1/keys/{id}/revoke").route(web::post().to(keys::revoke)))
+        .service(resource("/v1/keys/{id}/usage").route(web::get().to(activity::usage)))
+        .service(resource("/v1/audit").route(web::get().to(activity::audit)))
+        .service(
+            resource("/v1/cluster/settings")
+                .route(web::get().to(settings::show))
+                .route(web::put().to(settings::replace)),
+        )
+        .service(resource("/v1/routes").route(web::get().to(routes::list)))
+        .service(
+            resource("/v1/routes/{id}")
+                .route(web::get().to(routes::get))
+                .route(web::put().to(routes::put))
+                .route(web::delete().to(routes::delete)),
+        )
         .default_service(web::to(not_found));
 }
 

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
+use cluster::peer::protocol::AppliedQuery;
 use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse};
 use cluster::types::{Node, NodeId};
 use cluster::Command;
@@ -11,6 +14,9 @@ use openraft::ChangeMembers;
 
 use super::{millis, ClusterHandle, COMMIT_TIMEOUT};
 use crate::proposer::write_error;
+
+/// Longest time the leader waits for members to confirm they applied an entry.
+pub(super) const MAX_APPLIED_WAIT_MS: u64 = 10_000;
 
 impl ClusterHandle {
     /// Performs a forwarded operation on this node, which must be the leader.
@@ -22,6 +28,47 @@ impl ClusterHandle {
             }
             ForwardRequest::RemoveMember { id } => self.remove_as_leader(id).await,
             ForwardRequest::ReadIndex => self.read_index_as_leader().await,
+            ForwardRequest::ConfirmApplied { index, wait_ms } => {
+                Ok(self.confirm_applied_as_leader(index, wait_ms).await)
+            }
+        }
+    }
+
+    /// Asks every member, in parallel, whether it has applied `index`. A member that does
+    /// not confirm within `wait_ms` (unreachable, partitioned, far behind) is pending.
+    async fn confirm_applied_as_leader(&self, index: u64, wait_ms: u64) -> ForwardResponse {
+        let wait_ms = wait_ms.min(MAX_APPLIED_WAIT_MS);
+        let members: Vec<(NodeId, String)> = self
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let checks = members.into_iter().map(|(id, addr)| async move {
+            let applied = if id == self.inner.id {
+                self.applied_locally(index, Duration::from_millis(wait_ms)).await
+            } else {
+                match self.inner.peers.client(&addr) {
+                    Ok(client) => client
+                        .applied(AppliedQuery { index, wait_ms })
+                        .await
+                        .unwrap_or_else(|error| {
+                            tracing::debug!(node = id, %error, "member did not confirm applying");
+                            false
+                        }),
+                    Err(_) => false,
+                }
+            };
+            (id, applied)
+        });
+        let (applied, pending): (Vec<_>, Vec<_>) = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .partition(|(_, applied)| *applied);
+        ForwardResponse::Applied {
+            applied_on: applied.into_iter().map(|(id, _)| id).collect(),
+            pending: pending.into_iter().map(|(id, _)| id).collect(),
         }
     }
 

@@ -62,8 +62,13 @@ impl ClusterHandle {
                         Ok(Err(ForwardError::NotLeader { .. })) => {}
                         Ok(outcome) => return outcome.map_err(ClusterError::from),
                         Err(PeerError::Unreachable { .. }) => {}
-                        Err(error) if matches!(request, ForwardRequest::ReadIndex) => {
-                            tracing::debug!(%error, "read index request failed; retrying");
+                        Err(error)
+                            if matches!(
+                                request,
+                                ForwardRequest::ReadIndex | ForwardRequest::ConfirmApplied { .. }
+                            ) =>
+                        {
+                            tracing::debug!(%error, "read-only request to the leader failed; retrying");
                         }
                         Err(error) => return Err(ClusterError::OutcomeUnknown(error.to_string())),
                     }
@@ -106,6 +111,9 @@ impl ClusterHandle {
             // Catching up a new member can take the whole catch-up timeout, then a
             // membership change is committed.
             ForwardRequest::AddMember { .. } => self.inner.catch_up_timeout + COMMIT_TIMEOUT * 2,
+            ForwardRequest::ConfirmApplied { wait_ms, .. } => {
+                Duration::from_millis(*wait_ms) + COMMIT_TIMEOUT
+            }
             _ => COMMIT_TIMEOUT,
         }
     }

@@ -1,0 +1,252 @@
+//! `/v1/routes`: the routes the data plane serves.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
+use cluster::{validate, Command, Response, Route, RouteAuth, UpstreamTarget};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::body::AdminJson;
+use super::error::ApiError;
+use super::views::{now_ms, rfc3339};
+use super::{read_barrier, AdminContext, Consistency};
+
+/// Default probe interval of a route's `health_check`.
+const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthBody {
+    ApiKey,
+    Jwt,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBody {
+    url: String,
+    weight: Option<u32>,
+    priority: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckBody {
+    path: String,
+    interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRouteRequest {
+    path_prefix: String,
+    methods: Option<Vec<String>>,
+    host: Option<String>,
+    auth: AuthBody,
+    strip_prefix: Option<bool>,
+    upstreams: Vec<UpstreamBody>,
+    timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    headers: Option<BTreeMap<String, String>>,
+    health_check: Option<HealthCheckBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// A route as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    id: String,
+    path_prefix: String,
+    methods: Vec<String>,
+    host: Option<String>,
+    auth: &'static str,
+    strip_prefix: bool,
+    upstreams: Vec<UpstreamView>,
+    timeout_ms: u64,
+    retries: u32,
+    headers: BTreeMap<String, String>,
+    health_check: Option<HealthCheckView>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UpstreamView {
+    url: String,
+    weight: u32,
+    priority: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct HealthCheckView {
+    path: String,
+    interval_ms: u64,
+}
+
+impl RouteView {
+    fn new(route: &Route) -> Self {
+        Self {
+            id: route.id.clone(),
+            path_prefix: route.path_prefix.clone(),
+            methods: route.methods.clone(),
+            host: route.host.clone(),
+            auth: route.auth.as_str(),
+            strip_prefix: route.strip_prefix,
+            upstreams: route
+                .upstreams
+                .iter()
+                .map(|u| UpstreamView {
+                    url: u.url.clone(),
+                    weight: u.weight,
+                    priority: u.priority,
+                })
+                .collect(),
+            timeout_ms: route.timeout_ms,
+            retries: route.retries,
+            headers: route.headers.iter().cloned().collect(),
+            health_check: route.health_check.as_ref().map(|h| HealthCheckView {
+                path: h.path.clone(),
+                interval_ms: h.interval_ms,
+            }),
+            created_at: rfc3339(route.created_at_ms),
+            updated_at: rfc3339(route.updated_at_ms),
+        }
+    }
+}
+
+/// Builds the route from the request, normalising case, and reports every problem.
+fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
+    let route = Route {
+        id,
+        path_prefix: request.path_prefix,
+        methods: request
+            .methods
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect(),
+        host: request.host.map(|h| h.to_ascii_lowercase()),
+        auth: match request.auth {
+            AuthBody::ApiKey => RouteAuth::ApiKey,
+            AuthBody::Jwt => RouteAuth::Jwt,
+            AuthBody::None => RouteAuth::None,
+        },
+        strip_prefix: request.strip_prefix.unwrap_or(false),
+        upstreams: request
+            .upstreams
+            .into_iter()
+            .map(|u| UpstreamTarget {
+                url: u.url,
+                weight: u.weight.unwrap_or(1),
+                priority: u.priority.unwrap_or(0),
+            })
+            .collect(),
+        timeout_ms: request.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+        retries: request.retries.unwrap_or(DEFAULT_RETRIES),
+        headers: request.headers.unwrap_or_default().into_iter().collect(),
+        health_check: request.health_check.map(|h| HealthCheck {
+            path: h.path,
+            interval_ms: h.interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS),
+        }),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    let problems = validate_route(&route);
+    if problems.is_empty() {
+        Ok(route)
+    } else {
+        Err(ApiError::Validation(problems))
+    }
+}
+
+fn route_id(id: String) -> Result<String, ApiError> {
+    validate::id("id", &id).map_err(|_| ApiError::InvalidId(id.chars().take(80).collect()))?;
+    Ok(id)
+}
+
+/// `PUT /v1/routes/{id}`: creates (201) or replaces (200) a route.
+pub async fn put(
+    admin: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    body: AdminJson<PutRouteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let route = route_from(route_id(id.into_inner())?, body.0)?;
+    let command = Command::PutRoute {
+        route: Box::new(route),
+        now_ms: now_ms(),
+    };
+    match ctx.audited_write(&admin, command).await?.response {
+        Response::Route(route) => {
+            let created = route.created_at_ms == route.updated_at_ms;
+            tracing::info!(route = %route.id, created, "route stored");
+            let mut answer = if created {
+                HttpResponse::Created()
+            } else {
+                HttpResponse::Ok()
+            };
+            Ok(answer.json(RouteView::new(&route)))
+        }
+        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
+    }
+}
+
+/// `GET /v1/routes`: every route, in id order.
+pub async fn list(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    read_barrier(&ctx, query.consistency).await?;
+    let applied = ctx.cluster.shared().read();
+    let routes: Vec<RouteView> = applied.state.routes().values().map(RouteView::new).collect();
+    drop(applied);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "routes": routes })))
+}
+
+/// `GET /v1/routes/{id}`.
+pub async fn get(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = route_id(id.into_inner())?;
+    read_barrier(&ctx, query.consistency).await?;
+    let applied = ctx.cluster.shared().read();
+    let view = applied
+        .state
+        .route(&id)
+        .map(RouteView::new)
+        .ok_or_else(|| ApiError::NotFound(format!("route {id} does not exist")))?;
+    drop(applied);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /v1/routes/{id}`.
+pub async fn delete(
+    admin: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = route_id(id.into_inner())?;
+    let command = Command::DeleteRoute { id, now_ms: now_ms() };
+    match ctx.audited_write(&admin, command).await?.response {
+        Response::RouteDeleted { id } => {
+            tracing::info!(route = %id, "route deleted");
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+        }
+        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
+    }
+}

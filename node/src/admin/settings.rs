@@ -1,0 +1,67 @@
+//! `/v1/cluster/settings`: cluster-wide behaviour, replicated.
+
+use actix_web::{web, HttpResponse};
+use cluster::{ClusterSettings, Command, Response, StalePolicy};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::body::AdminJson;
+use super::error::ApiError;
+use super::views::{now_ms, rfc3339};
+use super::AdminContext;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicyBody {
+    FailClosed,
+    FailOpen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    stale_policy: StalePolicyBody,
+}
+
+fn view(settings: &ClusterSettings) -> serde_json::Value {
+    serde_json::json!({
+        "stale_policy": settings.stale_policy.as_str(),
+        "updated_at": (settings.updated_at_ms > 0).then(|| rfc3339(settings.updated_at_ms)),
+    })
+}
+
+/// `GET /v1/cluster/settings`.
+pub async fn show(_: Admin, ctx: web::Data<AdminContext>) -> HttpResponse {
+    let settings = ctx.cluster.shared().read().state.settings().clone();
+    HttpResponse::Ok().json(view(&settings))
+}
+
+/// `PUT /v1/cluster/settings`.
+pub async fn replace(
+    admin: Admin,
+    ctx: web::Data<AdminContext>,
+    body: AdminJson<SettingsRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let settings = ClusterSettings {
+        stale_policy: match body.0.stale_policy {
+            StalePolicyBody::FailClosed => StalePolicy::FailClosed,
+            StalePolicyBody::FailOpen => StalePolicy::FailOpen,
+        },
+        updated_at_ms: 0,
+    };
+    let command = Command::SetSettings {
+        settings,
+        now_ms: now_ms(),
+    };
+    match ctx.audited_write(&admin, command).await?.response {
+        Response::Settings(settings) => {
+            tracing::info!(
+                stale_policy = settings.stale_policy.as_str(),
+                "cluster settings changed"
+            );
+            Ok(HttpResponse::Ok().json(view(&settings)))
+        }
+        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
+    }
+}

@@ -1,0 +1,151 @@
+//! Who is calling: the API key from `Authorization: Bearer …` or `X-API-Key`, checked
+//! against the local read model.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use cluster::{secret, KeyStatus};
+
+use super::error::ProxyError;
+use super::read_model::{KeyAuth, View};
+
+/// The header that may carry an API key instead of `Authorization`.
+pub const X_API_KEY: &str = "x-api-key";
+
+/// Returns the presented credential, if any. `Authorization: Bearer` wins over `X-API-Key`.
+fn presented(headers: &HeaderMap) -> Result<&str, ProxyError> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| ProxyError::InvalidCredential)?;
+        if let Some((scheme, token)) = value.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Ok(token.trim());
+            }
+        }
+        if headers.get(X_API_KEY).is_none() {
+            return Err(ProxyError::InvalidCredential);
+        }
+    }
+    match headers.get(X_API_KEY) {
+        Some(value) => value
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| ProxyError::InvalidCredential),
+        None => Err(ProxyError::MissingCredential),
+    }
+}
+
+/// Authenticates the request's API key at `now_ms`: checksum first (a malformed key never
+/// reaches the lookup), then the hash in the read model, then the key's life cycle.
+pub fn authenticate(view: &View, headers: &HeaderMap, now_ms: i64) -> Result<Arc<KeyAuth>, ProxyError> {
+    let token = presented(headers)?;
+    let hash = secret::verify(token).map_err(|_| ProxyError::InvalidCredential)?;
+    let key = view.keys.get(&hash).ok_or(ProxyError::InvalidCredential)?;
+    match key.status {
+        KeyStatus::Revoked => return Err(ProxyError::Revoked),
+        KeyStatus::Expired => return Err(ProxyError::Expired),
+        KeyStatus::Active => {}
+    }
+    if key.expires_at_ms.is_some_and(|at| at <= now_ms) {
+        return Err(ProxyError::Expired);
+    }
+    if key.secret_valid_until_ms.is_some_and(|until| until <= now_ms) {
+        return Err(ProxyError::Expired);
+    }
+    Ok(key.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+    use crate::dataplane::read_model::Scopes;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    fn view_with(plaintext: &str, auth: KeyAuth) -> View {
+        let mut view = View::default();
+        view.keys.insert(secret::hash(plaintext), Arc::new(auth));
+        view
+    }
+
+    fn key(status: KeyStatus, expires: Option<i64>, until: Option<i64>) -> KeyAuth {
+        KeyAuth {
+            key_id: "key_a".into(),
+            tenant: None,
+            scopes: Scopes::All,
+            status,
+            expires_at_ms: expires,
+            secret_valid_until_ms: until,
+            usage: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_own_code() {
+        let secret = secret::generate(&mut rand::thread_rng()).plaintext;
+        let bearer = format!("Bearer {secret}");
+        let check =
+            |auth: KeyAuth, h: &HeaderMap| authenticate(&view_with(&secret, auth), h, 100).map(|_| ());
+        let by_bearer = headers(&[("authorization", &bearer)]);
+        let by_header = headers(&[("x-api-key", &secret)]);
+        assert_eq!(check(key(KeyStatus::Active, None, None), &by_bearer), Ok(()));
+        assert_eq!(check(key(KeyStatus::Active, None, None), &by_header), Ok(()));
+        assert_eq!(
+            check(key(KeyStatus::Revoked, None, None), &by_bearer),
+            Err(ProxyError::Revoked)
+        );
+        assert_eq!(
+            check(key(KeyStatus::Expired, None, None), &by_bearer),
+            Err(ProxyError::Expired)
+        );
+        assert_eq!(
+            check(key(KeyStatus::Active, Some(100), None), &by_bearer),
+            Err(ProxyError::Expired)
+        );
+        assert_eq!(
+            check(key(KeyStatus::Active, None, Some(50)), &by_bearer),
+            Err(ProxyError::Expired)
+        );
+        assert_eq!(check(key(KeyStatus::Active, None, Some(500)), &by_bearer), Ok(()));
+        assert_eq!(
+            check(key(KeyStatus::Active, None, None), &headers(&[])),
+            Err(ProxyError::MissingCredential)
+        );
+        assert_eq!(
+            check(
+                key(KeyStatus::Active, None, None),
+                &headers(&[("authorization", "Basic abc")])
+            ),
+            Err(ProxyError::InvalidCredential)
+        );
+        let other = secret::generate(&mut rand::thread_rng()).plaintext;
+        assert_eq!(
+            check(
+                key(KeyStatus::Active, None, None),
+                &headers(&[("x-api-key", &other)])
+            ),
+            Err(ProxyError::InvalidCredential),
+            "a well-formed but unknown key"
+        );
+        let mut corrupted = secret.clone();
+        corrupted.pop();
+        corrupted.push(if secret.ends_with('x') { 'y' } else { 'x' });
+        assert_eq!(
+            check(
+                key(KeyStatus::Active, None, None),
+                &headers(&[("x-api-key", &corrupted)])
+            ),
+            Err(ProxyError::InvalidCredential)
+        );
+    }
+}

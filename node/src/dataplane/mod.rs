@@ -1,0 +1,171 @@
+//! The data plane on the proxy listener: every request is matched to a route,
+//! authenticated and authorised from the local replica, and forwarded to a healthy target.
+//!
+//! - [`read_model`]: the lock-free view of keys, routes and settings, swapped on apply;
+//! - [`route_table`]: host, longest prefix, method;
+//! - [`auth`]: the API key and its life cycle;
+//! - [`upstream`]: target health and the choice of a target;
+//! - [`forward`]: one request to the upstream, with retries and streaming;
+//! - [`contact`]: when this node last heard from a leader (stale replicas fail closed);
+//! - [`usage`]: per-key request counts between usage reports;
+//! - [`error`]: the JSON errors and their stable codes.
+
+pub mod auth;
+pub mod contact;
+pub mod error;
+pub mod forward;
+pub mod read_model;
+pub mod route_table;
+pub mod upstream;
+pub mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use cluster::{RouteAuth, StalePolicy};
+use rand::RngCore;
+
+use crate::clock;
+use contact::LeaderContact;
+use error::ProxyError;
+use read_model::{KeyAuth, ReadModel};
+use route_table::NoMatch;
+
+/// What every proxy worker shares.
+pub struct ProxyContext {
+    pub read_model: Arc<ReadModel>,
+    pub contact: Arc<LeaderContact>,
+    pub max_staleness: Duration,
+}
+
+/// Registers the proxy: every path goes through [`handle`].
+pub fn routes(config: &mut web::ServiceConfig) {
+    config.default_service(web::to(handle));
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    ctx: web::Data<ProxyContext>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let request_id = request_id(&req);
+    let mut key = None;
+    let outcome = async {
+        let view = ctx.read_model.load_full();
+        if has_dot_segment(req.path()) {
+            return Err(ProxyError::NoRoute);
+        }
+        let route = view
+            .routes
+            .find(request_host(&req), req.path(), req.method())
+            .map_err(|no_match| match no_match {
+                NoMatch::NoRoute => ProxyError::NoRoute,
+                NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
+            })?;
+        if route.auth != RouteAuth::None {
+            if view.stale_policy == StalePolicy::FailClosed && ctx.contact.is_stale(ctx.max_staleness) {
+                return Err(ProxyError::StaleReplica);
+            }
+            let authenticated = auth::authenticate(&view, req.headers(), clock::now_ms())?;
+            let allowed = authenticated.scopes.allow(&route.id);
+            key = Some(authenticated);
+            if !allowed {
+                return Err(ProxyError::Forbidden);
+            }
+        }
+        forward::forward(&client, &req, payload, route, key.as_deref(), &request_id).await
+    }
+    .await;
+    let response = outcome.unwrap_or_else(|error| {
+        let mut response = error.error_response();
+        response.headers_mut().insert(forward::X_REQUEST_ID, request_id);
+        response
+    });
+    if let Some(key) = &key {
+        record_usage(key, &response);
+    }
+    response
+}
+
+fn record_usage(key: &KeyAuth, response: &HttpResponse) {
+    key.usage.record(response.status().as_u16(), clock::now_ms());
+}
+
+/// Keeps a caller's `X-Request-Id` when it is sane, else makes one.
+fn request_id(req: &HttpRequest) -> HeaderValue {
+    if let Some(value) = req.headers().get(forward::X_REQUEST_ID) {
+        let sane =
+            !value.is_empty() && value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if sane {
+            return value.clone();
+        }
+    }
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let mut id = String::with_capacity(32);
+    for byte in raw {
+        id.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        id.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Returns the request's host without port.
+fn request_host(req: &HttpRequest) -> Option<&str> {
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next();
+    }
+    Some(host.rsplit_once(':').map_or(host, |(name, _)| name))
+}
+
+/// Returns whether the path has a `.` or `..` segment (plain or percent-encoded), which
+/// an upstream could resolve to a path outside the matched route's prefix.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_any_spelling() {
+        assert!(has_dot_segment("/api/../admin"));
+        assert!(has_dot_segment("/api/%2E%2e/admin"));
+        assert!(has_dot_segment("/api/./x"));
+        assert!(!has_dot_segment("/api/v1.2/x"));
+        assert!(!has_dot_segment("/api/..x"));
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        let req = TestRequest::default()
+            .insert_header((header::HOST, "api.example:8080"))
+            .to_http_request();
+        assert_eq!(request_host(&req), Some("api.example"));
+        let req = TestRequest::default()
+            .insert_header((header::HOST, "[::1]:8080"))
+            .to_http_request();
+        assert_eq!(request_host(&req), Some("[::1]"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        let kept = TestRequest::default()
+            .insert_header(("x-request-id", "abc-123"))
+            .to_http_request();
+        assert_eq!(request_id(&kept), "abc-123");
+        let made = request_id(&TestRequest::default().to_http_request());
+        assert_eq!(made.len(), 32);
+        assert_ne!(made, request_id(&TestRequest::default().to_http_request()));
+    }
+}

@@ -1,0 +1,194 @@
+//! The data plane's read model: what a request handler needs from the replicated state,
+//! kept in an immutable view that the state machine swaps atomically on every apply.
+//! Handlers load the current view without a lock; keys live in a persistent hash map, so a
+//! change copies a path of the map, not the map.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use cluster::model::SecretHash;
+use cluster::{Command, KeyRecord, KeyStatus, Proposal, StalePolicy, State};
+use storage::ApplyObserver;
+
+use super::route_table::RouteTable;
+use super::upstream::HealthRegistry;
+use super::usage::UsageCell;
+
+/// Which routes a key may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scopes {
+    All,
+    Only(Vec<String>),
+}
+
+impl Scopes {
+    fn of(scopes: &[String]) -> Self {
+        if scopes.is_empty() || scopes.iter().any(|s| s == "*") {
+            Scopes::All
+        } else {
+            Scopes::Only(scopes.to_vec())
+        }
+    }
+
+    /// Returns whether the key may call `route_id`.
+    pub fn allow(&self, route_id: &str) -> bool {
+        match self {
+            Scopes::All => true,
+            Scopes::Only(ids) => ids.iter().any(|id| id == route_id),
+        }
+    }
+}
+
+/// One secret of a key, as the proxy checks it.
+#[derive(Debug)]
+pub struct KeyAuth {
+    pub key_id: String,
+    pub tenant: Option<String>,
+    pub scopes: Scopes,
+    pub status: KeyStatus,
+    pub expires_at_ms: Option<i64>,
+    /// End of this secret's rotation grace period; `None` for the current secret.
+    pub secret_valid_until_ms: Option<i64>,
+    /// Where this node counts the key's requests until the next usage report.
+    pub usage: Arc<UsageCell>,
+}
+
+/// An immutable view of everything the proxy reads.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    pub keys: imbl::HashMap<SecretHash, Arc<KeyAuth>>,
+    pub routes: Arc<RouteTable>,
+    pub stale_policy: StalePolicy,
+}
+
+/// Bookkeeping only the writer (the state machine's apply) touches.
+#[derive(Debug, Default)]
+struct WriterSide {
+    hashes_by_key: HashMap<String, Vec<SecretHash>>,
+    usage_by_key: HashMap<String, Arc<UsageCell>>,
+}
+
+/// The read model: the current view plus what it takes to update it.
+#[derive(Debug, Default)]
+pub struct ReadModel {
+    current: ArcSwap<View>,
+    writer: Mutex<WriterSide>,
+    health: HealthRegistry,
+}
+
+impl ReadModel {
+    /// Returns the current view. Lock-free: one atomic load and a reference count.
+    pub fn load_full(&self) -> Arc<View> {
+        self.current.load_full()
+    }
+
+    /// Returns every key's usage cell (for the usage flusher).
+    pub fn usage_cells(&self) -> Vec<(String, Arc<UsageCell>)> {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer
+            .usage_by_key
+            .iter()
+            .map(|(id, cell)| (id.clone(), cell.clone()))
+            .collect()
+    }
+
+    fn refresh_key(view: &mut View, writer: &mut WriterSide, state: &State, id: &str) {
+        if let Some(old) = writer.hashes_by_key.remove(id) {
+            for hash in old {
+                view.keys.remove(&hash);
+            }
+        }
+        match state.key(id) {
+            Some(record) => Self::insert_key(view, writer, record),
+            None => {
+                writer.usage_by_key.remove(id);
+            }
+        }
+    }
+
+    fn insert_key(view: &mut View, writer: &mut WriterSide, record: &KeyRecord) {
+        let usage = writer.usage_by_key.entry(record.id.clone()).or_default().clone();
+        let scopes = Scopes::of(&record.scopes);
+        let mut hashes = Vec::with_capacity(record.secrets.len());
+        for secret in &record.secrets {
+            view.keys.insert(
+                secret.hash,
+                Arc::new(KeyAuth {
+                    key_id: record.id.clone(),
+                    tenant: record.tenant.clone(),
+                    scopes: scopes.clone(),
+                    status: record.status,
+                    expires_at_ms: record.expires_at_ms,
+                    secret_valid_until_ms: secret.valid_until_ms,
+                    usage: usage.clone(),
+                }),
+            );
+            hashes.push(secret.hash);
+        }
+        writer.hashes_by_key.insert(record.id.clone(), hashes);
+    }
+
+    fn rebuild_keys(view: &mut View, writer: &mut WriterSide, state: &State) {
+        view.keys = imbl::HashMap::new();
+        writer.hashes_by_key.clear();
+        let mut usage = std::mem::take(&mut writer.usage_by_key);
+        for record in state.keys() {
+            if let Some(cell) = usage.remove(&record.id) {
+                writer.usage_by_key.insert(record.id.clone(), cell);
+            }
+            Self::insert_key(view, writer, record);
+        }
+    }
+
+    /// Applies one command's effect on the view.
+    fn absorb(&self, view: &mut View, writer: &mut WriterSide, state: &State, command: &Command) {
+        match command {
+            Command::CreateKey(new_key) => Self::refresh_key(view, writer, state, &new_key.id),
+            Command::RotateKey { id, .. } | Command::RevokeKey { id, .. } | Command::DeleteKey { id, .. } => {
+                Self::refresh_key(view, writer, state, id)
+            }
+            Command::ExpireKeys { .. } => Self::rebuild_keys(view, writer, state),
+            Command::PutRoute { .. } | Command::DeleteRoute { .. } => {
+                view.routes = Arc::new(RouteTable::compile(state.routes(), &self.health));
+            }
+            Command::SetSettings { .. } => view.stale_policy = state.settings().stale_policy,
+            Command::Audited(audited) => self.absorb(view, writer, state, &audited.command),
+            Command::RegisterNode(_)
+            | Command::ForgetNode { .. }
+            | Command::RecordUsage(_)
+            | Command::RecordAudit(_) => {}
+        }
+    }
+}
+
+impl ApplyObserver for ReadModel {
+    fn applied(&self, state: &State, proposals: &[Proposal]) {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut view = View::clone(&self.current.load());
+        for command in proposals.iter().flat_map(Proposal::commands) {
+            self.absorb(&mut view, &mut writer, state, command);
+        }
+        self.current.store(Arc::new(view));
+    }
+
+    fn replaced(&self, state: &State) {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut view = View {
+            routes: Arc::new(RouteTable::compile(state.routes(), &self.health)),
+            stale_policy: state.settings().stale_policy,
+            ..View::default()
+        };
+        Self::rebuild_keys(&mut view, &mut writer, state);
+        self.current.store(Arc::new(view));
+    }
+}
