@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -240,6 +242,19 @@ impl Node {
         send(self.authed(http().post(self.admin_url(path)).json(body)))
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Option<Answer> {
+        send(self.authed(http().put(self.admin_url(path)).json(body)))
+    }
+
+    /// `GET` on the proxy listener, with `key` as a bearer credential when given.
+    pub fn proxy_get(&self, path: &str, key: Option<&str>) -> Option<Answer> {
+        let mut request = http().get(self.proxy_url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        send(request)
+    }
+
     pub fn delete(&self, path: &str) -> Option<Answer> {
         send(self.authed(http().delete(self.admin_url(path))))
     }
@@ -381,4 +396,18 @@ impl Cluster {
 pub fn create_key(node: &Node, name: &str) -> Option<String> {
     let answer = node.post("/v1/keys", &json!({ "name": name }))?;
     (answer.status == 201).then(|| answer.body["id"].as_str().map(str::to_owned))?
+}
+
+/// Creates a key with the given extra fields through `node`; returns `(id, secret)`.
+pub fn create_key_with(node: &Node, fields: Value) -> (String, String) {
+    let mut body = json!({ "name": "test key" });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), fields.as_object()) {
+        body.extend(extra.clone());
+    }
+    let answer = node.post("/v1/keys", &body).expect("admin answers");
+    assert_eq!(answer.status, 201, "create key: {}", answer.text);
+    (
+        answer.body["id"].as_str().expect("id").to_owned(),
+        answer.body["key"].as_str().expect("secret").to_owned(),
+    )
 }

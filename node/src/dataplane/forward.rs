@@ -216,6 +216,8 @@ pub async fn forward(
     let idempotent = is_idempotent(req.method());
     let head_only = req.method() == Method::HEAD;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
+    // Stays `NoHealthyUpstream` while every target tried refused the connection: then no
+    // target is up, as far as this request can tell.
     let mut last_error = ProxyError::NoHealthyUpstream;
     loop {
         let Some((index, target)) = choose(&route.targets, &tried) else {
@@ -257,11 +259,13 @@ pub async fn forward(
                 // A refused connection never reached the target: any method may go elsewhere.
                 let never_reached = matches!(error, SendRequestError::Connect(_));
                 tracing::debug!(target = %target.url, %error, "upstream attempt failed");
-                last_error = ProxyError::BadGateway;
+                if !never_reached {
+                    last_error = ProxyError::BadGateway;
+                }
                 if replayable && attempts_left && (idempotent || never_reached) {
                     continue;
                 }
-                return Err(ProxyError::BadGateway);
+                return Err(last_error);
             }
         }
     }
