@@ -221,6 +221,29 @@ fn a_revoke_is_in_force_on_every_node_when_it_is_answered() {
             assert_refused(node, "/anything", Some(&key), 401, "revoked");
         }
     }
+
+    // A member out of contact cannot confirm: the answer names it as pending.
+    let (id, key) = create_key_with(cluster.node(leader), json!({}));
+    for node in &cluster.nodes {
+        wait_served(node, "/anything", &key);
+    }
+    let frozen = cluster.follower_of(leader);
+    cluster.node(frozen).signal(Signal::SIGSTOP);
+    let answer = cluster
+        .node(leader)
+        .post(&format!("/v1/keys/{id}/revoke"), &json!({}))
+        .expect("admin answers");
+    cluster.node(frozen).signal(Signal::SIGCONT);
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["pending"], json!([frozen]), "{}", answer.text);
+    assert_eq!(answer.body["applied_on"].as_array().expect("applied_on").len(), 2);
+    for node in cluster.nodes.iter().filter(|n| n.id != frozen) {
+        assert_refused(node, "/anything", Some(&key), 401, "revoked");
+    }
+    wait_for(Duration::from_secs(10), "the resumed member to apply the revoke", || {
+        let answer = cluster.node(frozen).proxy_get("/anything", Some(&key))?;
+        (answer.code() == "revoked").then_some(())
+    });
 }
 
 /// Client threads sending GETs through nodes until stopped, counting what went wrong.

@@ -412,12 +412,17 @@ impl ClusterHandle {
 /// While this node leads, stamps the time of its last quorum acknowledgement (followers
 /// stamp contact when they accept AppendEntries, on the peer listener). Ends with the node.
 async fn track_leader_contact(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let Some(mut changes) = inner.upgrade().map(|inner| inner.raft.metrics()) else {
+        return;
+    };
     loop {
-        tick.tick().await;
+        // Re-check on every metrics change (becoming leader, a new quorum ack) and at
+        // least every 50 ms.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await {
+            return; // Raft has stopped.
+        }
         let Some(inner) = inner.upgrade() else { return };
-        let metrics = inner.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = changes.borrow_and_update();
         if metrics.state != ServerState::Leader {
             continue;
         }
