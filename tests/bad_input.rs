@@ -401,3 +401,204 @@ fn a_data_directory_never_starts_as_another_node() {
     assert!(!status.success());
     assert!(stderr.contains("belongs to node 1"), "{stderr}");
 }
+
+fn raw_http(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn bad_routes_settings_and_proxy_requests_get_clear_errors_and_change_nothing() {
+    let cluster = Cluster::start(1, &[]);
+    let node = cluster.node(1);
+    let good =
+        json!({ "path_prefix": "/api", "auth": "api_key", "upstreams": [{ "url": "http://127.0.0.1:9" }] });
+    assert_eq!(node.put("/v1/routes/api", &good).expect("put").status, 201);
+    let routes_before = node.get("/v1/routes").expect("routes").body;
+    let audit_before = node.get("/v1/audit").expect("audit").body["entries"]
+        .as_array()
+        .map(Vec::len);
+
+    let put = |id: &str, body: Value| node.put(&format!("/v1/routes/{id}"), &body);
+    let with = |field: &str, value: Value| {
+        let mut body = good.clone();
+        body[field] = value;
+        body
+    };
+    assert_error(
+        put("api", json!({ "auth": "api_key" })),
+        400,
+        "validation_failed",
+        "missing fields",
+    );
+    assert_error(
+        put("api", with("auth", json!("kerberos"))),
+        400,
+        "validation_failed",
+        "unknown auth",
+    );
+    assert_error(
+        put("api", with("auth", json!("jwt"))),
+        400,
+        "validation_failed",
+        "jwt without issuer",
+    );
+    assert_error(
+        put("api", with("path_prefix", json!("api"))),
+        400,
+        "validation_failed",
+        "relative prefix",
+    );
+    assert_error(
+        put("api", with("path_prefix", json!("/a/../b"))),
+        400,
+        "validation_failed",
+        "dot segment",
+    );
+    assert_error(
+        put("api", with("upstreams", json!([]))),
+        400,
+        "validation_failed",
+        "no upstream",
+    );
+    assert_error(
+        put("api", with("upstreams", json!([{ "url": "ftp://x" }]))),
+        400,
+        "validation_failed",
+        "non-http upstream",
+    );
+    assert_error(
+        put("api", with("upstreams", json!([{ "url": "http://u:p@h:1" }]))),
+        400,
+        "validation_failed",
+        "credentials in the upstream URL",
+    );
+    assert_error(
+        put(
+            "api",
+            with("upstreams", json!([{ "url": "http://h:1", "weight": 0 }])),
+        ),
+        400,
+        "validation_failed",
+        "zero weight",
+    );
+    assert_error(
+        put("api", with("headers", json!({ "X-Forwarded-For": "1.2.3.4" }))),
+        400,
+        "validation_failed",
+        "a header the gateway owns",
+    );
+    assert_error(
+        put("api", with("timeout_ms", json!(0))),
+        400,
+        "validation_failed",
+        "zero timeout",
+    );
+    assert_error(
+        put("api", with("retries", json!(-1))),
+        400,
+        "validation_failed",
+        "negative retries",
+    );
+    assert_error(
+        put("api", with("extra", json!(1))),
+        400,
+        "validation_failed",
+        "unknown field",
+    );
+    assert_error(put("bad id!", good.clone()), 400, "invalid_id", "bad route id");
+    let many = put(
+        "api",
+        json!({ "path_prefix": "nope", "auth": "api_key", "timeout_ms": 0, "upstreams": [{ "url": "gopher://x" }] }),
+    )
+    .expect("answer");
+    assert_eq!(
+        many.body["error"]["details"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        many.text
+    );
+    assert_error(node.get("/v1/routes/missing"), 404, "not_found", "unknown route");
+    assert_error(
+        node.delete("/v1/routes/missing"),
+        404,
+        "not_found",
+        "delete unknown route",
+    );
+    assert_error(
+        node.put("/v1/cluster/settings", &json!({ "stale_policy": "sometimes" })),
+        400,
+        "validation_failed",
+        "unknown stale policy",
+    );
+    assert_error(
+        node.get("/v1/audit?limit=0"),
+        400,
+        "invalid_query",
+        "zero audit page",
+    );
+    assert_error(
+        node.get("/v1/audit?since=yesterday"),
+        400,
+        "invalid_query",
+        "bad timestamp",
+    );
+    assert_error(
+        node.get("/v1/keys/key_missing/usage"),
+        404,
+        "not_found",
+        "usage of an unknown key",
+    );
+
+    assert_eq!(
+        node.get("/v1/routes").expect("routes").body,
+        routes_before,
+        "routes unchanged"
+    );
+    let settings = node.get("/v1/cluster/settings").expect("settings");
+    assert_eq!(settings.body["stale_policy"], "fail_closed");
+    // Requests refused at the edge never reach the log; the one refused by `apply` (deleting
+    // a route that does not exist) is audited with its outcome.
+    let audit = node.get("/v1/audit").expect("audit").body;
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(Some(entries.len()), audit_before.map(|n| n + 1), "{audit}");
+    assert_eq!(
+        (&entries[0]["action"], &entries[0]["outcome"]),
+        (&json!("delete_route"), &json!("not_found"))
+    );
+
+    // Hostile proxy requests: JSON errors, no panic, the node keeps serving.
+    let port = node.proxy_port;
+    let traversal = raw_http(
+        port,
+        "GET /api/%2e%2e/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(traversal.starts_with("HTTP/1.1 404"), "{traversal}");
+    assert!(traversal.contains("no_route"), "{traversal}");
+    let binary_key = raw_http(
+        port,
+        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-API-Key: cf_\u{e9}\u{e9}\r\nConnection: close\r\n\r\n",
+    );
+    assert!(binary_key.starts_with("HTTP/1.1 401"), "{binary_key}");
+    let bad_length = raw_http(
+        port,
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\nConnection: close\r\n\r\n",
+    );
+    assert!(bad_length.starts_with("HTTP/1.1 400"), "{bad_length}");
+    assert_eq!(
+        node.proxy_get(
+            "/api/x",
+            Some("cf_1111111111111111111111111111111111111111111111")
+        )
+        .expect("still serving")
+        .code(),
+        "invalid_credential"
+    );
+}

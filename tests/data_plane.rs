@@ -21,7 +21,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn put_route(node: &Node, id: &str, body: Value) {
-    let answer = node.put(&format!("/v1/routes/{id}"), &body).expect("admin answers");
+    let answer = node
+        .put(&format!("/v1/routes/{id}"), &body)
+        .expect("admin answers");
     assert!(
         answer.status == 201 || answer.status == 200,
         "put route {id}: {}",
@@ -31,9 +33,11 @@ fn put_route(node: &Node, id: &str, body: Value) {
 
 /// Waits until `node` serves `path` with `key` (the route and the key have replicated).
 fn wait_served(node: &Node, path: &str, key: &str) {
-    wait_for(Duration::from_secs(15), &format!("node {} to serve {path}", node.id), || {
-        node.proxy_get(path, Some(key)).filter(|a| a.status == 200)
-    });
+    wait_for(
+        Duration::from_secs(15),
+        &format!("node {} to serve {path}", node.id),
+        || node.proxy_get(path, Some(key)).filter(|a| a.status == 200),
+    );
 }
 
 fn assert_refused(node: &Node, path: &str, key: Option<&str>, status: u16, code: &str) {
@@ -77,7 +81,10 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
     let (_, expiring) = create_key_with(admin, json!({ "expires_at": rfc3339_in(Duration::from_secs(2)) }));
     let (rotated_id, old_secret) = create_key_with(admin, json!({}));
     let rotation = admin
-        .post(&format!("/v1/keys/{rotated_id}/rotate"), &json!({ "grace_secs": 1 }))
+        .post(
+            &format!("/v1/keys/{rotated_id}/rotate"),
+            &json!({ "grace_secs": 1 }),
+        )
         .expect("admin answers");
     assert_eq!(rotation.status, 200, "{}", rotation.text);
     let new_secret = rotation.body["key"].as_str().expect("new secret").to_owned();
@@ -86,12 +93,26 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
     for node in &cluster.nodes {
         wait_served(node, "/billing/x", &good);
         assert_refused(node, "/billing/x", None, 401, "missing_credential");
-        assert_refused(node, "/billing/x", Some("cf_not-a-key"), 401, "invalid_credential");
+        assert_refused(
+            node,
+            "/billing/x",
+            Some("cf_not-a-key"),
+            401,
+            "invalid_credential",
+        );
         assert_refused(node, "/billing/x", Some(&unknown), 401, "invalid_credential");
         assert_refused(node, "/billing/x", Some(&scoped), 403, "forbidden");
         assert_refused(node, "/nowhere", Some(&good), 404, "no_route");
-        assert_eq!(node.proxy_get("/other/y", Some(&scoped)).expect("answer").status, 200);
-        assert_eq!(node.proxy_get("/billing/x", Some(&new_secret)).expect("answer").status, 200);
+        assert_eq!(
+            node.proxy_get("/other/y", Some(&scoped)).expect("answer").status,
+            200
+        );
+        assert_eq!(
+            node.proxy_get("/billing/x", Some(&new_secret))
+                .expect("answer")
+                .status,
+            200
+        );
     }
     for node in &cluster.nodes {
         wait_for(Duration::from_secs(15), "the expiry to take effect", || {
@@ -128,7 +149,10 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
     assert_eq!(request.headers["x-credentialflow-tenant"], "acme");
     assert_eq!(request.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(request.headers["x-forwarded-proto"], "http");
-    assert_eq!(request.headers["x-forwarded-host"], format!("127.0.0.1:{}", via.proxy_port));
+    assert_eq!(
+        request.headers["x-forwarded-host"],
+        format!("127.0.0.1:{}", via.proxy_port)
+    );
     assert_eq!(request.headers["x-env"], "test");
     for request in &seen {
         assert!(!request.headers.contains_key("authorization"), "{request:?}");
@@ -146,9 +170,15 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
         .bearer_auth(&good)
         .send()
         .expect("proxy answers");
-    let id = generated.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     assert_eq!(id.len(), 32);
-    assert!(upstream.seen().iter().any(|s| s.headers.get("x-request-id") == Some(&id)));
+    assert!(upstream
+        .seen()
+        .iter()
+        .any(|s| s.headers.get("x-request-id") == Some(&id)));
 
     // Usage: one successful request per node while waiting, then two through node 3.
     let usage = wait_for(Duration::from_secs(15), "usage to be folded in", || {
@@ -164,7 +194,10 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
         .post("/v1/keys/key_doesnotexist/revoke", &json!({}))
         .expect("admin answers");
     assert_eq!(refused.status, 404);
-    let audit = cluster.node(leader).get("/v1/audit?limit=1000").expect("audit answers");
+    let audit = cluster
+        .node(leader)
+        .get("/v1/audit?limit=1000")
+        .expect("audit answers");
     assert_eq!(audit.status, 200, "{}", audit.text);
     let entries = audit.body["entries"].as_array().expect("entries").clone();
     let find = |action: &str, target: &str| {
@@ -178,10 +211,18 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
     assert_eq!(find("create_key", &good_id)["outcome"], "ok");
     assert_eq!(find("rotate_key", &rotated_id)["outcome"], "ok");
     assert_eq!(find("revoke_key", "key_doesnotexist")["outcome"], "not_found");
-    assert!(find("put_route", "other")["actor"].as_str().expect("actor").starts_with("admin:"));
+    assert!(find("put_route", "other")["actor"]
+        .as_str()
+        .expect("actor")
+        .starts_with("admin:"));
     assert_eq!(entries[0]["action"], "revoke_key", "newest first");
     let filtered = admin.get("/v1/audit?action=put_route").expect("audit answers");
-    assert_eq!(filtered.body["entries"].as_array().expect("entries").len(), 2, "{}", filtered.text);
+    assert_eq!(
+        filtered.body["entries"].as_array().expect("entries").len(),
+        2,
+        "{}",
+        filtered.text
+    );
 }
 
 #[test]
@@ -240,10 +281,14 @@ fn a_revoke_is_in_force_on_every_node_when_it_is_answered() {
     for node in cluster.nodes.iter().filter(|n| n.id != frozen) {
         assert_refused(node, "/anything", Some(&key), 401, "revoked");
     }
-    wait_for(Duration::from_secs(10), "the resumed member to apply the revoke", || {
-        let answer = cluster.node(frozen).proxy_get("/anything", Some(&key))?;
-        (answer.code() == "revoked").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the resumed member to apply the revoke",
+        || {
+            let answer = cluster.node(frozen).proxy_get("/anything", Some(&key))?;
+            (answer.code() == "revoked").then_some(())
+        },
+    );
 }
 
 /// Client threads sending GETs through nodes until stopped, counting what went wrong.
@@ -275,7 +320,10 @@ impl Load {
                             Ok(response) => {
                                 let status = response.status();
                                 let body = response.text().unwrap_or_default();
-                                failures.lock().expect("failures").push(format!("{url}: {status} {body}"));
+                                failures
+                                    .lock()
+                                    .expect("failures")
+                                    .push(format!("{url}: {status} {body}"));
                             }
                             Err(error) => failures.lock().expect("failures").push(format!("{url}: {error}")),
                         }
@@ -298,7 +346,9 @@ impl Load {
     /// Waits until `more` further requests succeeded.
     fn wait_more(&self, more: u64, what: &str) {
         let target = self.ok() + more;
-        wait_for(Duration::from_secs(30), what, || (self.ok() >= target).then_some(()));
+        wait_for(Duration::from_secs(30), what, || {
+            (self.ok() >= target).then_some(())
+        });
     }
 
     fn finish(self) -> Vec<String> {
@@ -334,7 +384,10 @@ fn killing_a_target_under_load_fails_no_request_and_a_revived_target_returns() {
     let urls = cluster.nodes.iter().map(|n| n.proxy_url("/pool/item")).collect();
     let load = Load::start(urls, &key, 2);
     load.wait_more(300, "steady load on both targets");
-    assert!(first.requests() > 0 && second.requests() > 0, "both targets share the load");
+    assert!(
+        first.requests() > 0 && second.requests() > 0,
+        "both targets share the load"
+    );
 
     first.kill();
     let second_before = second.requests();
@@ -343,11 +396,18 @@ fn killing_a_target_under_load_fails_no_request_and_a_revived_target_returns() {
 
     first.resume();
     let first_before = first.requests();
-    wait_for(Duration::from_secs(15), "the revived target to get traffic again", || {
-        (first.requests() > first_before + 50).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "the revived target to get traffic again",
+        || (first.requests() > first_before + 50).then_some(()),
+    );
     let failures = load.finish();
-    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 
     first.kill();
     second.kill();
@@ -385,10 +445,14 @@ fn a_cut_off_follower_fails_closed_after_max_staleness_and_recovers() {
         node.signal(Signal::SIGSTOP);
     }
     let stopped_at = Instant::now();
-    wait_for(Duration::from_secs(15), "the follower to refuse credentials", || {
-        let answer = cut_off.proxy_get("/api/x", Some(&key))?;
-        (answer.status == 503).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "the follower to refuse credentials",
+        || {
+            let answer = cut_off.proxy_get("/api/x", Some(&key))?;
+            (answer.status == 503).then_some(())
+        },
+    );
     assert!(
         stopped_at.elapsed() >= Duration::from_millis(1500),
         "refused after {:?}, before max_staleness",
@@ -440,11 +504,19 @@ fn killing_the_leader_fails_no_request_at_the_other_nodes() {
         json!({ "path_prefix": "/api", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] }),
     );
     let (_, key) = create_key_with(cluster.node(leader), json!({}));
-    let survivors: Vec<u64> = cluster.nodes.iter().map(|n| n.id).filter(|id| *id != leader).collect();
+    let survivors: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id != leader)
+        .collect();
     for id in &survivors {
         wait_served(cluster.node(*id), "/api/x", &key);
     }
-    let urls = survivors.iter().map(|id| cluster.node(*id).proxy_url("/api/x")).collect();
+    let urls = survivors
+        .iter()
+        .map(|id| cluster.node(*id).proxy_url("/api/x"))
+        .collect();
     let load = Load::start(urls, &key, 2);
     load.wait_more(200, "load before the kill");
     cluster.node_mut(leader).kill();
@@ -452,5 +524,10 @@ fn killing_the_leader_fails_no_request_at_the_other_nodes() {
     assert_ne!(new_leader, leader);
     load.wait_more(1000, "load after a new leader was elected");
     let failures = load.finish();
-    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }

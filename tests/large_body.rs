@@ -42,8 +42,14 @@ fn a_100_mb_body_streams_through_with_bounded_memory() {
     let upstream = Upstream::start("sink");
     let cluster = Cluster::start(1, &[]);
     let node = cluster.node(1);
-    let route = json!({ "path_prefix": "/upload", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });
-    assert_eq!(node.put("/v1/routes/upload", &route).expect("admin answers").status, 201);
+    let route =
+        json!({ "path_prefix": "/upload", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });
+    assert_eq!(
+        node.put("/v1/routes/upload", &route)
+            .expect("admin answers")
+            .status,
+        201
+    );
     let (_, key) = create_key_with(node, json!({}));
     let before = peak_rss_kib(node.pid());
 
@@ -55,7 +61,10 @@ fn a_100_mb_body_streams_through_with_bounded_memory() {
     let response = client
         .post(node.proxy_url("/upload/blob"))
         .bearer_auth(&key)
-        .body(reqwest::blocking::Body::sized(Generated { left: BODY_BYTES }, BODY_BYTES))
+        .body(reqwest::blocking::Body::sized(
+            Generated { left: BODY_BYTES },
+            BODY_BYTES,
+        ))
         .send()
         .expect("proxy answers");
     let status = response.status();
@@ -64,6 +73,12 @@ fn a_100_mb_body_streams_through_with_bounded_memory() {
     assert_eq!(answer["body_bytes"], BODY_BYTES, "the upstream got every byte");
 
     let peak = peak_rss_kib(node.pid());
-    eprintln!("proxy peak RSS: {} KiB before the upload, {} KiB after a 100 MiB body", before, peak);
-    assert!(peak < PEAK_RSS_LIMIT_KIB, "peak RSS {peak} KiB: the body was buffered");
+    eprintln!(
+        "proxy peak RSS: {} KiB before the upload, {} KiB after a 100 MiB body",
+        before, peak
+    );
+    assert!(
+        peak < PEAK_RSS_LIMIT_KIB,
+        "peak RSS {peak} KiB: the body was buffered"
+    );
 }

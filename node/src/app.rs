@@ -64,6 +64,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let admin_context = web::Data::new(AdminContext {
         cluster: cluster.clone(),
         revoke_wait: config.max_staleness.min(std::time::Duration::from_secs(2)),
+        max_staleness: config.max_staleness,
     });
     let admin = HttpServer::new(move || {
         App::new()

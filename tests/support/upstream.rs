@@ -61,7 +61,11 @@ impl Upstream {
 
     /// Every request seen, in order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.record.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.record
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops the server at once, dropping open connections, like a crashed process.
@@ -86,7 +90,10 @@ impl Upstream {
                     .app_data(web::Data::new(record.clone()))
                     .app_data(web::Data::new(name.clone()))
                     .app_data(web::PayloadConfig::new(usize::MAX))
-                    .route("/health", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+                    .route(
+                        "/health",
+                        web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+                    )
                     .default_service(web::to(echo))
             })
             .workers(2)

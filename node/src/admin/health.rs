@@ -2,6 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
+use ::cluster::StalePolicy;
+
 use super::AdminContext;
 
 /// Entries a replica may trail its own log by and still count as caught up.
@@ -12,12 +14,19 @@ pub async fn healthz(ctx: web::Data<AdminContext>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "node_id": ctx.cluster.id() }))
 }
 
-/// `GET /readyz`: a member of a cluster with a known leader, caught up.
+/// `GET /readyz`: a member of a cluster with a known leader, caught up, and (unless the
+/// cluster fails open) not stale, so a load balancer stops sending traffic that the proxy
+/// would refuse with `stale_replica`.
 pub async fn readyz(ctx: web::Data<AdminContext>) -> HttpResponse {
     let view = ctx.cluster.view();
-    let ready = view.is_ready(READY_MAX_LAG);
+    let contact = ctx.cluster.leader_contact();
+    let fail_open = ctx.cluster.shared().read().state.settings().stale_policy == StalePolicy::FailOpen;
+    let stale = contact.is_stale(ctx.max_staleness);
+    let ready = view.is_ready(READY_MAX_LAG) && (fail_open || !stale);
     let body = serde_json::json!({
         "ready": ready,
+        "stale": stale,
+        "leader_contact_ms": contact.age().map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         "node_id": view.node_id,
         "leader_id": view.leader_id,
         "last_applied": view.last_applied,

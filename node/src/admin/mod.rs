@@ -30,6 +30,8 @@ pub struct AdminContext {
     pub cluster: ClusterHandle,
     /// How long a revoke waits for members to confirm they applied it.
     pub revoke_wait: Duration,
+    /// How long without a leader before this node's replica is stale.
+    pub max_staleness: Duration,
 }
 
 impl AdminContext {

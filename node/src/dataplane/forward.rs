@@ -21,6 +21,9 @@ use super::upstream::{choose, Target};
 /// on another target. Larger bodies stream through and get one attempt.
 pub const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 
+/// Responses up to this size are read whole before they are answered.
+const SMALL_RESPONSE_BYTES: u64 = 16 * 1024;
+
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -178,7 +181,12 @@ fn upstream_request(
 }
 
 /// The upstream's answer, streamed back with connection-level headers removed.
-fn relay(response: awc::ClientResponse, request_id: &HeaderValue, head_only: bool) -> HttpResponse {
+async fn relay(
+    mut response: awc::ClientResponse,
+    request_id: &HeaderValue,
+    head_only: bool,
+    timeout: Duration,
+) -> Result<HttpResponse, ProxyError> {
     let status = response.status();
     let mut builder = HttpResponse::build(status);
     let upstream_headers = response.headers();
@@ -195,11 +203,20 @@ fn relay(response: awc::ClientResponse, request_id: &HeaderValue, head_only: boo
     }
     builder.insert_header((X_REQUEST_ID, request_id.clone()));
     let bodiless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    match length {
+    Ok(match length {
         _ if bodiless => builder.finish(),
+        // A small body is read whole: one write to the client, and no streaming machinery.
+        Some(length) if length <= SMALL_RESPONSE_BYTES => {
+            let limit = usize::try_from(length).unwrap_or(0);
+            let body = tokio::time::timeout(timeout, response.body().limit(limit))
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout)?
+                .map_err(|_| ProxyError::BadGateway)?;
+            builder.body(body)
+        }
         Some(length) => builder.body(SizedStream::new(length, response)),
         None => builder.streaming(response),
-    }
+    })
 }
 
 /// Forwards the request, retrying on other targets where that is safe. Returns the
@@ -244,11 +261,11 @@ pub async fn forward(
                     last_error = ProxyError::BadGateway;
                     continue;
                 }
-                return Ok(relay(response, request_id, head_only));
+                return relay(response, request_id, head_only, route.timeout).await;
             }
             Ok(response) => {
                 target.health.request_succeeded();
-                return Ok(relay(response, request_id, head_only));
+                return relay(response, request_id, head_only, route.timeout).await;
             }
             Err(SendRequestError::Timeout) => {
                 log_ejection(target, target.health.request_failed());

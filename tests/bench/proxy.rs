@@ -1,0 +1,308 @@
+//! Benchmark: the credentialflow proxy, with API-key authentication on every request,
+//! against nginx 1.22 as a plain reverse proxy (`proxy_pass` with upstream keepalive), both
+//! in front of the same upstream, driven by the same `wrk` command (connections, duration,
+//! headers), in the same run.
+//!
+//! Two pairings: one gateway worker thread against one nginx worker (a per-core figure),
+//! and each side's defaults (one worker per core). Then the latency the gateway adds over a
+//! direct call to the upstream, both driven at half the gateway's measured throughput.
+//!
+//! Run: `cargo bench -p credentialflow --bench proxy`
+//! Needs `nginx` and `wrk` on the PATH (Debian: `apt-get install nginx-light wrk`).
+//! Options via env: `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONNECTIONS`
+//! (default 64), `BENCH_WRK_THREADS` (default 1), `BENCH_ROUNDS` (default 2, interleaved).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{create_key_with, free_port, wait_for, Cluster};
+
+/// What one wrk run reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Parses a wrk duration such as `812.00us`, `1.23ms` or `2.01s` into milliseconds.
+fn parse_ms(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn parse_wrk(output: &str) -> Run {
+    let mut run = Run::default();
+    for line in output.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", value] => run.p50_ms = parse_ms(value).unwrap_or(f64::NAN),
+            ["99%", value] => run.p99_ms = parse_ms(value).unwrap_or(f64::NAN),
+            ["Requests/sec:", value] => run.requests_per_sec = value.parse().unwrap_or(0.0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.errors += n.parse::<u64>().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                run.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>()
+            }
+            _ => {}
+        }
+    }
+    run
+}
+
+/// Runs wrk against `url`; with `delay_ms`, each connection pauses that long between
+/// requests (a fixed offered load instead of a closed loop).
+fn wrk(url: &str, key: &str, connections: u64, seconds: u64, delay_ms: Option<u64>, root: &Path) -> Run {
+    let threads = env_or("BENCH_WRK_THREADS", 1).min(connections);
+    let mut command = Command::new("wrk");
+    command
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {key}"));
+    if let Some(delay) = delay_ms {
+        let script = root.join(format!("delay-{delay}.lua"));
+        std::fs::write(&script, format!("function delay()\n  return {delay}\nend\n")).expect("write lua");
+        command.arg("-s").arg(script);
+    }
+    let output = command.arg(url).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let run = parse_wrk(&text);
+    assert!(
+        run.requests_per_sec > 0.0,
+        "wrk against {url} produced no result:\n{text}"
+    );
+    run
+}
+
+/// An nginx instance with its own config and prefix directory.
+struct Nginx {
+    child: Child,
+}
+
+impl Nginx {
+    fn start(root: &Path, name: &str, workers: &str, server: &str) -> Self {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("logs")).expect("nginx dir");
+        let conf = format!(
+            "worker_processes {workers};\ndaemon off;\npid {pid};\nerror_log {dir}/logs/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 60s;\n{server}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            dir = dir.display(),
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        Self { child }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_http(url: &str) {
+    wait_for(Duration::from_secs(10), url, || {
+        support::send(support::http().get(url)).filter(|a| a.status < 500)
+    });
+}
+
+fn row(system: &str, workers: &str, run: &Run) {
+    println!(
+        "| {system:<36} | {workers:>7} | {:>10.0} | {:>8.2} | {:>8.2} | {:>6} |",
+        run.requests_per_sec, run.p50_ms, run.p99_ms, run.errors
+    );
+}
+
+fn mean(runs: &[Run]) -> Run {
+    let n = runs.len() as f64;
+    Run {
+        requests_per_sec: runs.iter().map(|r| r.requests_per_sec).sum::<f64>() / n,
+        p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
+        p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
+}
+
+fn main() {
+    for tool in ["nginx", "wrk"] {
+        if Command::new(tool).arg("-v").output().is_err() {
+            eprintln!("{tool} is not on the PATH; install it: apt-get install -y nginx-light wrk");
+            std::process::exit(2);
+        }
+    }
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let connections = env_or("BENCH_CONNECTIONS", 64);
+    let rounds = env_or("BENCH_ROUNDS", 2).max(1);
+    let root = tempfile::tempdir().expect("tempdir");
+
+    // The shared upstream: one nginx worker answering a small fixed body.
+    let upstream_port = free_port();
+    let _upstream = Nginx::start(
+        root.path(),
+        "upstream",
+        "1",
+        &format!(
+            "  server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 \"hello from upstream\\n\"; }} }}"
+        ),
+    );
+    let upstream = format!("http://127.0.0.1:{upstream_port}");
+    wait_http(&format!("{upstream}/"));
+
+    println!(
+        "proxy benchmark: wrk -c{connections} -d{seconds}s, {rounds} interleaved round(s), same upstream"
+    );
+    println!(
+        "| system                               | workers | requests/s |  p50 ms  |  p99 ms  | errors |"
+    );
+    println!(
+        "|--------------------------------------|---------|------------|----------|----------|--------|"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut gateway_default_rate = 0.0;
+    let mut gateway_url_default = String::new();
+    let mut key_default = String::new();
+    let mut keep_alive: Vec<Cluster> = Vec::new();
+    for (label, gateway_workers, nginx_workers) in [
+        ("1", Some(1), "1".to_owned()),
+        ("default", None, "auto".to_owned()),
+    ] {
+        let proxy_port = free_port();
+        let nginx = Nginx::start(
+            root.path(),
+            &format!("proxy-{label}"),
+            &nginx_workers,
+            &format!(
+                "  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}\n\
+                 server {{ listen 127.0.0.1:{proxy_port};\n\
+                   location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+            ),
+        );
+        let nginx_url = format!("http://127.0.0.1:{proxy_port}/bench");
+        wait_http(&nginx_url);
+
+        let extra: Vec<String> = match gateway_workers {
+            Some(n) => vec!["--workers".to_owned(), n.to_string()],
+            None => Vec::new(),
+        };
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let cluster = Cluster::start(1, &extra);
+        let node = cluster.node(1);
+        let route = json!({ "path_prefix": "/", "auth": "api_key", "upstreams": [{ "url": upstream }] });
+        assert_eq!(node.put("/v1/routes/bench", &route).expect("admin").status, 201);
+        let (_, key) = create_key_with(node, json!({}));
+        let gateway_url = node.proxy_url("/bench");
+        wait_for(Duration::from_secs(10), "the gateway to serve", || {
+            node.proxy_get("/bench", Some(&key)).filter(|a| a.status == 200)
+        });
+
+        // Warm both up, then interleave the measured rounds.
+        wrk(&nginx_url, &key, connections, 2, None, root.path());
+        wrk(&gateway_url, &key, connections, 2, None, root.path());
+        let mut nginx_runs = Vec::new();
+        let mut gateway_runs = Vec::new();
+        for _ in 0..rounds {
+            nginx_runs.push(wrk(&nginx_url, &key, connections, seconds, None, root.path()));
+            gateway_runs.push(wrk(&gateway_url, &key, connections, seconds, None, root.path()));
+        }
+        let (nginx_run, gateway_run) = (mean(&nginx_runs), mean(&gateway_runs));
+        let workers = if label == "1" {
+            "1".to_owned()
+        } else {
+            format!("{cores}")
+        };
+        row("nginx 1.22 proxy_pass (no auth)", &workers, &nginx_run);
+        row("credentialflow (API-key auth)", &workers, &gateway_run);
+        println!(
+            "|   ratio credentialflow / nginx       |         | {:>9.2}x |          |          |        |",
+            gateway_run.requests_per_sec / nginx_run.requests_per_sec
+        );
+        drop(nginx);
+        if gateway_workers.is_none() {
+            gateway_default_rate = gateway_run.requests_per_sec;
+            gateway_url_default = gateway_url;
+            key_default = key;
+            keep_alive.push(cluster);
+        }
+    }
+
+    // Added latency at half load: the same offered rate straight to the upstream and
+    // through the gateway.
+    let half = gateway_default_rate / 2.0;
+    let half_connections = 32u64;
+    let delay_ms = ((half_connections as f64 * 1000.0) / half).round().max(1.0) as u64;
+    let direct = wrk(
+        &format!("{upstream}/bench"),
+        &key_default,
+        half_connections,
+        seconds,
+        Some(delay_ms),
+        root.path(),
+    );
+    let through = wrk(
+        &gateway_url_default,
+        &key_default,
+        half_connections,
+        seconds,
+        Some(delay_ms),
+        root.path(),
+    );
+    println!();
+    println!(
+        "half load (~{half:.0} req/s offered: {half_connections} connections, {delay_ms} ms between requests):"
+    );
+    println!("| path                                 | requests/s |  p50 ms  |  p99 ms  |");
+    println!("|--------------------------------------|------------|----------|----------|");
+    for (name, run) in [
+        ("direct to upstream", &direct),
+        ("through credentialflow", &through),
+    ] {
+        println!(
+            "| {name:<36} | {:>10.0} | {:>8.3} | {:>8.3} |",
+            run.requests_per_sec, run.p50_ms, run.p99_ms
+        );
+    }
+    println!(
+        "added by the gateway: p50 {:+.3} ms, p99 {:+.3} ms",
+        through.p50_ms - direct.p50_ms,
+        through.p99_ms - direct.p99_ms
+    );
+    drop(keep_alive);
+}
