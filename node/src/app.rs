@@ -17,7 +17,8 @@ use crate::admin_token::{self, TokenSource};
 use crate::cluster_handle::ClusterHandle;
 use crate::config::NodeConfig;
 use crate::dataplane::read_model::ReadModel;
-use crate::dataplane::{self, forward, ProxyContext};
+use crate::dataplane::upstream_client::UpstreamClient;
+use crate::dataplane::{self, ProxyContext};
 use crate::raft_runtime::RaftRuntime;
 use crate::{clock, peer_server};
 
@@ -87,7 +88,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let proxy = HttpServer::new(move || {
         App::new()
             .app_data(proxy_context.clone())
-            .app_data(web::Data::new(forward::upstream_client()))
+            .app_data(web::Data::new(UpstreamClient::default()))
             .configure(dataplane::routes)
     })
     .workers(config.workers)

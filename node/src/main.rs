@@ -32,11 +32,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc: the proxy allocates small, short-lived buffers per request on every worker
-/// thread, which glibc's allocator serves markedly slower.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {

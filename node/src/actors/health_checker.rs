@@ -11,6 +11,7 @@ use actix::prelude::*;
 
 use crate::dataplane::read_model::{ReadModel, View};
 use crate::dataplane::upstream::TargetHealth;
+use crate::dataplane::upstream_client::UpstreamClient;
 
 /// How often the checker looks for due probes.
 const TICK: Duration = Duration::from_millis(200);
@@ -88,7 +89,7 @@ pub fn due_probes(
 /// The actor shell around [`due_probes`].
 pub struct HealthChecker {
     read_model: Arc<ReadModel>,
-    client: awc::Client,
+    client: UpstreamClient,
     last_probe: HashMap<String, Instant>,
     running: HashSet<String>,
 }
@@ -97,10 +98,7 @@ impl HealthChecker {
     pub fn new(read_model: Arc<ReadModel>) -> Self {
         Self {
             read_model,
-            client: awc::Client::builder()
-                .disable_redirects()
-                .timeout(PROBE_TIMEOUT)
-                .finish(),
+            client: UpstreamClient::default(),
             last_probe: HashMap::new(),
             running: HashSet::new(),
         }
@@ -143,12 +141,12 @@ impl HealthChecker {
     }
 }
 
-async fn run_probe(client: &awc::Client, kind: &ProbeKind) -> bool {
+async fn run_probe(client: &UpstreamClient, kind: &ProbeKind) -> bool {
     match kind {
-        ProbeKind::Http(url) => match client.get(url.as_str()).send().await {
-            Ok(response) => response.status().is_success() || response.status().is_redirection(),
-            Err(_) => false,
-        },
+        ProbeKind::Http(url) => client
+            .probe(url, PROBE_TIMEOUT)
+            .await
+            .is_some_and(|status| (200..400).contains(&status)),
         ProbeKind::Tcp(authority) => {
             matches!(
                 tokio::time::timeout(

@@ -31,6 +31,8 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the request body could not be read")]
     BadRequestBody,
+    #[error("the request cannot be forwarded as sent")]
+    BadRequest,
 }
 
 impl ProxyError {
@@ -49,6 +51,7 @@ impl ProxyError {
             ProxyError::BadGateway => "bad_gateway",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::BadRequestBody => "bad_request_body",
+            ProxyError::BadRequest => "bad_request",
         }
     }
 }
@@ -66,7 +69,7 @@ impl ResponseError for ProxyError {
             ProxyError::StaleReplica | ProxyError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequestBody | ProxyError::BadRequest => StatusCode::BAD_REQUEST,
         }
     }
 

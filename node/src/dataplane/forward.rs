@@ -4,18 +4,20 @@
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::SendRequestError;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
 
 use super::auth::X_API_KEY;
 use super::error::ProxyError;
 use super::read_model::KeyAuth;
 use super::route_table::CompiledRoute;
 use super::upstream::{choose, Target};
+use super::upstream_client::{empty, BoxError, UpstreamBody, UpstreamClient};
 
 /// Bodies up to this size are read before forwarding, so a failed attempt can be retried
 /// on another target. Larger bodies stream through and get one attempt.
@@ -26,15 +28,11 @@ const SMALL_RESPONSE_BYTES: u64 = 16 * 1024;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_KEY_ID: HeaderName = HeaderName::from_static("x-credentialflow-key-id");
-const X_TENANT: HeaderName = HeaderName::from_static("x-credentialflow-tenant");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+fn is_hop_by_hop(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "keep-alive"
             | "proxy-connection"
@@ -45,19 +43,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
     )
-}
-
-/// Returns whether `name` is listed in the message's `Connection` header.
-fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers.get_all(header::CONNECTION).any(|value| {
-        value
-            .to_str()
-            .map(|v| {
-                v.split(',')
-                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-            })
-            .unwrap_or(false)
-    })
 }
 
 /// What this request's body is, decided before the first attempt.
@@ -108,13 +93,14 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Builds the request for one attempt on `target`.
 fn upstream_request(
-    client: &awc::Client,
     req: &HttpRequest,
     route: &CompiledRoute,
     target: &Target,
     key: Option<&KeyAuth>,
     request_id: &HeaderValue,
-) -> awc::ClientRequest {
+    body: UpstreamBody,
+    streamed_length: Option<u64>,
+) -> Result<http1::Request<UpstreamBody>, ProxyError> {
     let path = route.upstream_path(req.path());
     let mut uri = String::with_capacity(target.origin.len() + target.base_path.len() + path.len() + 64);
     uri.push_str(&target.origin);
@@ -124,13 +110,16 @@ fn upstream_request(
         uri.push('?');
         uri.push_str(req.query_string());
     }
-    let mut upstream = client.request(req.method().clone(), uri).timeout(route.timeout);
-    let headers = upstream.headers_mut();
+    let method = http1::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| ProxyError::BadRequest)?;
+    let mut upstream = http1::Request::builder().method(method).uri(uri);
+    let headers = upstream.headers_mut().ok_or(ProxyError::BadRequest)?;
     let incoming = req.headers();
+    let listed = connection_tokens(incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes));
     let strip_credentials = key.is_some();
     for (name, value) in incoming {
+        let name = name.as_str();
         let owned_by_gateway = matches!(
-            name.as_str(),
+            name,
             "host"
                 | "content-length"
                 | "expect"
@@ -141,88 +130,141 @@ fn upstream_request(
                 | "x-credentialflow-key-id"
                 | "x-credentialflow-tenant"
         );
-        let credential = strip_credentials && (name == header::AUTHORIZATION || name.as_str() == X_API_KEY);
-        if owned_by_gateway || credential || is_hop_by_hop(name) || named_by_connection(incoming, name) {
+        let credential = strip_credentials && (name == "authorization" || name == X_API_KEY);
+        if owned_by_gateway || credential || is_hop_by_hop(name) || listed.iter().any(|t| t == name) {
             continue;
         }
-        headers.append(name.clone(), value.clone());
+        if let (Ok(name), Ok(value)) = (
+            http1::HeaderName::from_bytes(name.as_bytes()),
+            http1::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(name, value);
+        }
     }
-    headers.insert(X_REQUEST_ID, request_id.clone());
-    let client_ip = req
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
-    let forwarded_for = match incoming.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) if !earlier.is_empty() => format!("{earlier}, {client_ip}"),
-        _ => client_ip,
+    let set = |headers: &mut http1::HeaderMap, name: &'static str, value: &[u8]| {
+        if let Ok(value) = http1::HeaderValue::from_bytes(value) {
+            headers.insert(http1::HeaderName::from_static(name), value);
+        }
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+    set(headers, "host", target.authority.as_bytes());
+    set(headers, "x-request-id", request_id.as_bytes());
+    let client_ip = req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_default();
+    match incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(earlier) if !earlier.is_empty() => {
+            let mut chain = Vec::with_capacity(earlier.len() + 2 + client_ip.len());
+            chain.extend_from_slice(earlier);
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client_ip.as_bytes());
+            set(headers, "x-forwarded-for", &chain);
+        }
+        _ => set(headers, "x-forwarded-for", client_ip.as_bytes()),
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    set(headers, "x-forwarded-proto", b"http");
     if let Some(host) = incoming.get(header::HOST) {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+        set(headers, "x-forwarded-host", host.as_bytes());
     }
     if let Some(key) = key {
-        if let Ok(value) = HeaderValue::from_str(&key.key_id) {
-            headers.insert(X_KEY_ID, value);
+        set(headers, "x-credentialflow-key-id", key.key_id.as_bytes());
+        if let Some(tenant) = &key.tenant {
+            set(headers, "x-credentialflow-tenant", tenant.as_bytes());
         }
-        if let Some(Ok(value)) = key.tenant.as_deref().map(HeaderValue::from_str) {
-            headers.insert(X_TENANT, value);
-        }
+    }
+    if let Some(length) = streamed_length {
+        set(headers, "content-length", length.to_string().as_bytes());
     }
     for (name, value) in &route.headers {
-        headers.insert(name.clone(), value.clone());
+        if let (Ok(name), Ok(value)) = (
+            http1::HeaderName::from_bytes(name.as_str().as_bytes()),
+            http1::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.insert(name, value);
+        }
     }
-    if let Ok(host) = HeaderValue::from_str(&target.authority) {
-        headers.insert(header::HOST, host);
-    }
-    upstream
+    upstream.body(body).map_err(|_| ProxyError::BadRequest)
 }
 
-/// The upstream's answer, streamed back with connection-level headers removed.
+/// The lower-cased tokens of `Connection` header values: headers the sender declared
+/// hop-by-hop.
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for value in values {
+        if let Ok(value) = std::str::from_utf8(value) {
+            tokens.extend(value.split(',').map(|t| t.trim().to_ascii_lowercase()));
+        }
+    }
+    tokens
+}
+
+/// Streams the client's body to the upstream with back-pressure: a local task reads the
+/// payload (which lives on this worker thread) into a one-slot channel the request body reads.
+fn streamed(mut payload: web::Payload) -> UpstreamBody {
+    let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<Bytes, BoxError>>(1);
+    actix_rt::spawn(async move {
+        while let Some(chunk) = payload.next().await {
+            let failed = chunk.is_err();
+            let item = chunk.map_err(|e| -> BoxError { Box::new(std::io::Error::other(e.to_string())) });
+            if sender.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    StreamBody::new(receiver.map_ok(Frame::data)).boxed_unsync()
+}
+
+fn full(bytes: Bytes) -> UpstreamBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The upstream's answer with connection-level headers removed; a small body is read whole
+/// (one write to the client), a larger one streams.
 async fn relay(
-    mut response: awc::ClientResponse,
+    response: http1::Response<Incoming>,
     request_id: &HeaderValue,
     head_only: bool,
     timeout: Duration,
 ) -> Result<HttpResponse, ProxyError> {
-    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let status = StatusCode::from_u16(parts.status.as_u16()).map_err(|_| ProxyError::BadGateway)?;
     let mut builder = HttpResponse::build(status);
-    let upstream_headers = response.headers();
+    let listed = connection_tokens(parts.headers.get_all(http1::header::CONNECTION).iter().map(|v| v.as_bytes()));
     let mut length = None;
-    for (name, value) in upstream_headers {
-        if name == header::CONTENT_LENGTH {
+    for (name, value) in &parts.headers {
+        if name == http1::header::CONTENT_LENGTH {
             length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
             continue;
         }
-        if is_hop_by_hop(name) || named_by_connection(upstream_headers, name) {
+        let name = name.as_str();
+        if is_hop_by_hop(name) || listed.iter().any(|t| t == name) {
             continue;
         }
-        builder.append_header((name.clone(), value.clone()));
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            builder.append_header((name, value));
+        }
     }
     builder.insert_header((X_REQUEST_ID, request_id.clone()));
     let bodiless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     Ok(match length {
         _ if bodiless => builder.finish(),
-        // A small body is read whole: one write to the client, and no streaming machinery.
         Some(length) if length <= SMALL_RESPONSE_BYTES => {
             let limit = usize::try_from(length).unwrap_or(0);
-            let body = tokio::time::timeout(timeout, response.body().limit(limit))
+            let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
                 .await
                 .map_err(|_| ProxyError::UpstreamTimeout)?
                 .map_err(|_| ProxyError::BadGateway)?;
-            builder.body(body)
+            builder.body(collected.to_bytes())
         }
-        Some(length) => builder.body(SizedStream::new(length, response)),
-        None => builder.streaming(response),
+        Some(length) => builder.body(SizedStream::new(length, BodyDataStream::new(body))),
+        None => builder.streaming(BodyDataStream::new(body)),
     })
 }
 
 /// Forwards the request, retrying on other targets where that is safe. Returns the
 /// response to send, or why there is none.
 pub async fn forward(
-    client: &awc::Client,
+    client: &UpstreamClient,
     req: &HttpRequest,
     payload: web::Payload,
     route: &CompiledRoute,
@@ -242,20 +284,17 @@ pub async fn forward(
         };
         tried.push(index);
         let attempts_left = tried.len() <= route.retries as usize;
-        let request = upstream_request(client, req, route, target, key, request_id);
-        let (sent, replayable) = match std::mem::replace(&mut body, RequestBody::Empty) {
-            RequestBody::Empty => (request.send().await, true),
+        let (upstream_body, streamed_length, replayable) = match std::mem::replace(&mut body, RequestBody::Empty) {
+            RequestBody::Empty => (empty(), None, true),
             RequestBody::Replayable(bytes) => {
                 body = RequestBody::Replayable(bytes.clone());
-                (request.send_body(bytes).await, true)
+                (full(bytes), None, true)
             }
-            RequestBody::Streamed(payload, Some(length)) => {
-                (request.send_body(SizedStream::new(length, payload)).await, false)
-            }
-            RequestBody::Streamed(payload, None) => (request.send_stream(payload).await, false),
+            RequestBody::Streamed(payload, length) => (streamed(payload), length, false),
         };
-        match sent {
-            Ok(response) if matches!(response.status().as_u16(), 502 | 503) => {
+        let request = upstream_request(req, route, target, key, request_id, upstream_body, streamed_length)?;
+        match tokio::time::timeout(route.timeout, client.send(request)).await {
+            Ok(Ok(response)) if matches!(response.status().as_u16(), 502 | 503) => {
                 log_ejection(target, target.health.request_failed());
                 if idempotent && replayable && attempts_left {
                     last_error = ProxyError::BadGateway;
@@ -263,18 +302,18 @@ pub async fn forward(
                 }
                 return relay(response, request_id, head_only, route.timeout).await;
             }
-            Ok(response) => {
+            Ok(Ok(response)) => {
                 target.health.request_succeeded();
                 return relay(response, request_id, head_only, route.timeout).await;
             }
-            Err(SendRequestError::Timeout) => {
+            Err(_elapsed) => {
                 log_ejection(target, target.health.request_failed());
                 return Err(ProxyError::UpstreamTimeout);
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 log_ejection(target, target.health.request_failed());
                 // A refused connection never reached the target: any method may go elsewhere.
-                let never_reached = matches!(error, SendRequestError::Connect(_));
+                let never_reached = error.is_connect();
                 tracing::debug!(target = %target.url, %error, "upstream attempt failed");
                 if !never_reached {
                     last_error = ProxyError::BadGateway;
@@ -292,22 +331,4 @@ fn log_ejection(target: &Target, ejected: bool) {
     if ejected {
         tracing::warn!(target = %target.url, "upstream target ejected after consecutive failures");
     }
-}
-
-/// Builds the HTTP client one proxy worker uses: pooled keep-alive connections per
-/// upstream, no redirects followed, no headers of its own.
-pub fn upstream_client() -> awc::Client {
-    let connector = awc::Connector::new()
-        .timeout(Duration::from_secs(2))
-        .limit(0)
-        // Below common upstream idle timeouts (5 s for actix-web, 60 s for nginx), so the
-        // pool rarely hands out a connection the upstream is closing.
-        .conn_keep_alive(Duration::from_secs(4))
-        .conn_lifetime(Duration::from_secs(300));
-    awc::Client::builder()
-        .connector(connector)
-        .disable_redirects()
-        .no_default_headers()
-        .disable_timeout()
-        .finish()
 }

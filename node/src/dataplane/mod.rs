@@ -17,6 +17,7 @@ pub mod forward;
 pub mod read_model;
 pub mod route_table;
 pub mod upstream;
+pub mod upstream_client;
 pub mod usage;
 
 use std::sync::Arc;
@@ -49,7 +50,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     ctx: web::Data<ProxyContext>,
-    client: web::Data<awc::Client>,
+    client: web::Data<upstream_client::UpstreamClient>,
 ) -> HttpResponse {
     let request_id = request_id(&req);
     let mut key = None;
