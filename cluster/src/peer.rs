@@ -3,9 +3,12 @@
 //!
 //! - [`protocol`]: paths and message types both sides agree on.
 //! - [`client`]: one pooled HTTP client per peer, and the openraft network built on it.
+//! - [`contact`]: when a node last had evidence of a leader backed by a quorum.
 
 pub mod client;
+pub mod contact;
 pub mod protocol;
 
 pub use client::{PeerClient, PeerError, PeerNetwork, PeerRegistry};
+pub use contact::LeaderContact;
 pub use protocol::{ForwardError, ForwardRequest, ForwardResponse};

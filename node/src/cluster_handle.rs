@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerRegistry};
+use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, LeaderContact, PeerRegistry};
 use cluster::types::{Node, NodeId, Raft};
 use cluster::Command;
 use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
@@ -20,7 +20,6 @@ use storage::{ApplyObserver, SharedState};
 use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
-use crate::dataplane::contact::LeaderContact;
 pub use crate::proposer::Written;
 use crate::proposer::{propose_to_raft, BatchError, Batcher};
 use crate::raft_runtime::RaftRuntime;
@@ -170,7 +169,8 @@ impl ClusterHandle {
             ..Default::default()
         }
         .validate()?;
-        let peers = PeerRegistry::default();
+        let contact = Arc::new(LeaderContact::default());
+        let peers = PeerRegistry::with_contact(contact.clone());
         let id = config.id;
         let network = peers.clone();
         let raft = RaftRuntime::run(&runtime, async move {
@@ -201,7 +201,7 @@ impl ClusterHandle {
                 catch_up_timeout: config.raft.catch_up_timeout,
                 proposer,
                 forwarder,
-                contact: Arc::new(LeaderContact::default()),
+                contact,
             }
         });
         let handle = Self { inner };
@@ -410,7 +410,8 @@ impl ClusterHandle {
 }
 
 /// While this node leads, stamps the time of its last quorum acknowledgement (followers
-/// stamp contact when they accept AppendEntries, on the peer listener). Ends with the node.
+/// stamp the age their leader reports with each AppendEntries, on the peer listener).
+/// Ends with the node.
 async fn track_leader_contact(inner: Weak<Inner>) {
     let Some(mut changes) = inner.upgrade().map(|inner| inner.raft.metrics()) else {
         return;

@@ -5,9 +5,10 @@
 use std::future::Future;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use std::time::Duration;
 
+use cluster::peer::contact::QUORUM_ACK_AGE_HEADER;
 use cluster::peer::protocol::{
     AppliedQuery, ForwardError, ForwardRequest, CONTENT_TYPE, MAX_BODY_BYTES, PATH_APPEND, PATH_APPLIED,
     PATH_FORWARD, PATH_SNAPSHOT, PATH_VOTE,
@@ -84,22 +85,33 @@ where
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(bytes))
 }
 
-async fn append(cluster: web::Data<ClusterHandle>, body: web::Bytes) -> Result<HttpResponse, PeerServeError> {
+async fn append(
+    req: HttpRequest,
+    cluster: web::Data<ClusterHandle>,
+    body: web::Bytes,
+) -> Result<HttpResponse, PeerServeError> {
+    let quorum_ack_age = req
+        .headers()
+        .get(QUORUM_ACK_AGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
     serve(
         cluster,
         body,
         false,
-        |c, request: AppendEntriesRequest<TypeConfig>| async move {
+        move |c, request: AppendEntriesRequest<TypeConfig>| async move {
             let answer = c.raft().append_entries(request).await;
-            // Accepted (or merely conflicting) entries come from the current leader: the
-            // data plane may keep trusting its replica.
-            if let Ok(
-                AppendEntriesResponse::Success
-                | AppendEntriesResponse::PartialSuccess(_)
-                | AppendEntriesResponse::Conflict,
-            ) = &answer
-            {
-                c.leader_contact().touch(Duration::ZERO);
+            // Entries accepted (or merely conflicting) come from the current leader, which
+            // heard from a quorum `quorum_ack_age` ago: that moment is this node's contact.
+            let accepted = matches!(
+                &answer,
+                Ok(AppendEntriesResponse::Success
+                    | AppendEntriesResponse::PartialSuccess(_)
+                    | AppendEntriesResponse::Conflict)
+            );
+            if let (true, Some(age)) = (accepted, quorum_ack_age) {
+                c.leader_contact().touch(age);
             }
             answer
         },

@@ -15,6 +15,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::contact::{LeaderContact, QUORUM_ACK_AGE_HEADER};
 use super::protocol::{
     AppliedQuery, ForwardError, ForwardRequest, ForwardResponse, CONTENT_TYPE, PATH_APPEND, PATH_APPLIED,
     PATH_FORWARD, PATH_SNAPSHOT, PATH_VOTE,
@@ -93,16 +94,34 @@ impl PeerClient {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        self.call_with_quorum_age(path, request, timeout, None).await
+    }
+
+    /// Like [`call`](Self::call), telling the peer how long ago this node (as leader) last
+    /// heard from a quorum.
+    async fn call_with_quorum_age<Req, Resp>(
+        &self,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+        quorum_ack_age: Option<Duration>,
+    ) -> Result<Resp, PeerError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
         let body = wire::encode(request)?;
         let url = format!("http://{}{}", self.addr, path);
-        let sent = self
+        let mut builder = self
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(timeout)
-            .body(body)
-            .send()
-            .await;
+            .body(body);
+        if let Some(age) = quorum_ack_age {
+            builder = builder.header(QUORUM_ACK_AGE_HEADER, age.as_millis().to_string());
+        }
+        let sent = builder.send().await;
         let response = sent.map_err(|source| {
             let addr = self.addr.clone();
             if source.is_connect() {
@@ -146,9 +165,19 @@ impl PeerClient {
 #[derive(Clone, Debug, Default)]
 pub struct PeerRegistry {
     clients: Arc<Mutex<HashMap<String, PeerClient>>>,
+    contact: Arc<LeaderContact>,
 }
 
 impl PeerRegistry {
+    /// A registry whose AppendEntries carry the age of `contact`, the node's evidence of a
+    /// quorum-backed leader (itself, while it leads).
+    pub fn with_contact(contact: Arc<LeaderContact>) -> Self {
+        Self {
+            clients: Arc::default(),
+            contact,
+        }
+    }
+
     /// Returns the client for `addr`, creating it the first time.
     pub fn client(&self, addr: &str) -> Result<PeerClient, reqwest::Error> {
         let mut clients = self
@@ -168,6 +197,7 @@ impl PeerRegistry {
 pub struct PeerNetwork {
     target: NodeId,
     client: Result<PeerClient, String>,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerRegistry {
@@ -177,6 +207,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerRegistry {
         PeerNetwork {
             target,
             client: self.client(&node.addr).map_err(|e| e.to_string()),
+            contact: self.contact.clone(),
         }
     }
 }
@@ -202,8 +233,10 @@ impl PeerNetwork {
             .client
             .as_ref()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))?;
+        // Only a leader sends AppendEntries: tell the follower how fresh its quorum is.
+        let quorum_ack_age = (path == PATH_APPEND).then(|| self.contact.age()).flatten();
         let answer: Result<Resp, RaftError<NodeId, E>> = client
-            .call(path, request, option.hard_ttl())
+            .call_with_quorum_age(path, request, option.hard_ttl(), quorum_ack_age)
             .await
             .map_err(|e| match e {
                 PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),

@@ -110,7 +110,8 @@ fn upstream_request(
         uri.push('?');
         uri.push_str(req.query_string());
     }
-    let method = http1::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| ProxyError::BadRequest)?;
+    let method =
+        http1::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| ProxyError::BadRequest)?;
     let mut upstream = http1::Request::builder().method(method).uri(uri);
     let headers = upstream.headers_mut().ok_or(ProxyError::BadRequest)?;
     let incoming = req.headers();
@@ -148,7 +149,10 @@ fn upstream_request(
     };
     set(headers, "host", target.authority.as_bytes());
     set(headers, "x-request-id", request_id.as_bytes());
-    let client_ip = req.peer_addr().map(|addr| addr.ip().to_string()).unwrap_or_default();
+    let client_ip = req
+        .peer_addr()
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_default();
     match incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(earlier) if !earlier.is_empty() => {
             let mut chain = Vec::with_capacity(earlier.len() + 2 + client_ip.len());
@@ -226,7 +230,13 @@ async fn relay(
     let (parts, body) = response.into_parts();
     let status = StatusCode::from_u16(parts.status.as_u16()).map_err(|_| ProxyError::BadGateway)?;
     let mut builder = HttpResponse::build(status);
-    let listed = connection_tokens(parts.headers.get_all(http1::header::CONNECTION).iter().map(|v| v.as_bytes()));
+    let listed = connection_tokens(
+        parts
+            .headers
+            .get_all(http1::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
     let mut length = None;
     for (name, value) in &parts.headers {
         if name == http1::header::CONTENT_LENGTH {
@@ -284,15 +294,24 @@ pub async fn forward(
         };
         tried.push(index);
         let attempts_left = tried.len() <= route.retries as usize;
-        let (upstream_body, streamed_length, replayable) = match std::mem::replace(&mut body, RequestBody::Empty) {
-            RequestBody::Empty => (empty(), None, true),
-            RequestBody::Replayable(bytes) => {
-                body = RequestBody::Replayable(bytes.clone());
-                (full(bytes), None, true)
-            }
-            RequestBody::Streamed(payload, length) => (streamed(payload), length, false),
-        };
-        let request = upstream_request(req, route, target, key, request_id, upstream_body, streamed_length)?;
+        let (upstream_body, streamed_length, replayable) =
+            match std::mem::replace(&mut body, RequestBody::Empty) {
+                RequestBody::Empty => (empty(), None, true),
+                RequestBody::Replayable(bytes) => {
+                    body = RequestBody::Replayable(bytes.clone());
+                    (full(bytes), None, true)
+                }
+                RequestBody::Streamed(payload, length) => (streamed(payload), length, false),
+            };
+        let request = upstream_request(
+            req,
+            route,
+            target,
+            key,
+            request_id,
+            upstream_body,
+            streamed_length,
+        )?;
         match tokio::time::timeout(route.timeout, client.send(request)).await {
             Ok(Ok(response)) if matches!(response.status().as_u16(), 502 | 503) => {
                 log_ejection(target, target.health.request_failed());

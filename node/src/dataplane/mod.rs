@@ -6,12 +6,10 @@
 //! - [`auth`]: the API key and its life cycle;
 //! - [`upstream`]: target health and the choice of a target;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
-//! - [`contact`]: when this node last heard from a leader (stale replicas fail closed);
 //! - [`usage`]: per-key request counts between usage reports;
 //! - [`error`]: the JSON errors and their stable codes.
 
 pub mod auth;
-pub mod contact;
 pub mod error;
 pub mod forward;
 pub mod read_model;
@@ -29,7 +27,7 @@ use cluster::{RouteAuth, StalePolicy};
 use rand::RngCore;
 
 use crate::clock;
-use contact::LeaderContact;
+use cluster::peer::LeaderContact;
 use error::ProxyError;
 use read_model::{KeyAuth, ReadModel};
 use route_table::NoMatch;

@@ -59,14 +59,19 @@ impl UpstreamClient {
             .header(http1::header::HOST, authority_of(uri))
             .body(empty())
             .ok()?;
-        let response = tokio::time::timeout(timeout, self.send(request)).await.ok()?.ok()?;
+        let response = tokio::time::timeout(timeout, self.send(request))
+            .await
+            .ok()?
+            .ok()?;
         Some(response.status().as_u16())
     }
 }
 
 /// An empty request body.
 pub fn empty() -> UpstreamBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn authority_of(uri: &str) -> &str {

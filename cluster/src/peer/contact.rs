@@ -1,12 +1,18 @@
-//! When this node last heard from a leader, so the proxy can refuse credentials once its
-//! replica may be missing revocations (guarantee 2).
+//! When this node last had evidence of a leader backed by a quorum, so the proxy can refuse
+//! credentials once its replica may be missing revocations (guarantee 2).
 //!
-//! A follower stamps the time whenever it accepts an AppendEntries from the current leader
-//! (heartbeats included); a leader stamps the time of its last quorum acknowledgement,
-//! which a leader cut off from the majority stops receiving.
+//! A leader stamps the time of its last quorum acknowledgement and sends its age with every
+//! AppendEntries ([`QUORUM_ACK_AGE_HEADER`]); a follower that accepts the entries stamps that
+//! same moment. A deposed leader cut off with some followers in a minority stops getting
+//! quorum acknowledgements, so it and the followers it still reaches all go stale, even
+//! though they keep talking to each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The AppendEntries header carrying how long ago (in ms) the sending leader last heard
+/// from a quorum.
+pub const QUORUM_ACK_AGE_HEADER: &str = "x-credentialflow-quorum-ack-age-ms";
 
 /// Marker for "never heard from a leader".
 const NEVER: u64 = u64::MAX;
