@@ -27,6 +27,20 @@ pub const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 const SMALL_RESPONSE_BYTES: u64 = 16 * 1024;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Names of the headers the gateway sets upstream, built once at compile time.
+mod upstream_names {
+    use http1::HeaderName;
+
+    pub const HOST: HeaderName = http1::header::HOST;
+    pub const CONTENT_LENGTH: HeaderName = http1::header::CONTENT_LENGTH;
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const KEY_ID: HeaderName = HeaderName::from_static("x-credentialflow-key-id");
+    pub const TENANT: HeaderName = HeaderName::from_static("x-credentialflow-tenant");
+}
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -115,7 +129,7 @@ fn upstream_request(
     let mut upstream = http1::Request::builder().method(method).uri(uri);
     let headers = upstream.headers_mut().ok_or(ProxyError::BadRequest)?;
     let incoming = req.headers();
-    let listed = connection_tokens(incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes));
+    let has_connection = incoming.contains_key(header::CONNECTION);
     let strip_credentials = key.is_some();
     for (name, value) in incoming {
         let name = name.as_str();
@@ -132,7 +146,12 @@ fn upstream_request(
                 | "x-credentialflow-tenant"
         );
         let credential = strip_credentials && (name == "authorization" || name == X_API_KEY);
-        if owned_by_gateway || credential || is_hop_by_hop(name) || listed.iter().any(|t| t == name) {
+        let listed = has_connection
+            && listed_in_connection(
+                incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes),
+                name,
+            );
+        if owned_by_gateway || credential || is_hop_by_hop(name) || listed {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -142,39 +161,40 @@ fn upstream_request(
             headers.append(name, value);
         }
     }
-    let set = |headers: &mut http1::HeaderMap, name: &'static str, value: &[u8]| {
+    let set = |headers: &mut http1::HeaderMap, name: http1::HeaderName, value: &[u8]| {
         if let Ok(value) = http1::HeaderValue::from_bytes(value) {
-            headers.insert(http1::HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     };
-    set(headers, "host", target.authority.as_bytes());
-    set(headers, "x-request-id", request_id.as_bytes());
-    let client_ip = req
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
-    match incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(earlier) if !earlier.is_empty() => {
-            let mut chain = Vec::with_capacity(earlier.len() + 2 + client_ip.len());
-            chain.extend_from_slice(earlier);
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(client_ip.as_bytes());
-            set(headers, "x-forwarded-for", &chain);
+    set(headers, upstream_names::HOST, target.authority.as_bytes());
+    set(headers, upstream_names::REQUEST_ID, request_id.as_bytes());
+    let mut forwarded_for = Vec::with_capacity(64);
+    if let Some(earlier) = incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        if !earlier.is_empty() {
+            forwarded_for.extend_from_slice(earlier);
+            forwarded_for.extend_from_slice(b", ");
         }
-        _ => set(headers, "x-forwarded-for", client_ip.as_bytes()),
     }
-    set(headers, "x-forwarded-proto", b"http");
+    if let Some(peer) = req.peer_addr() {
+        write_ip(peer.ip(), &mut forwarded_for);
+    }
+    set(headers, upstream_names::FORWARDED_FOR, &forwarded_for);
+    set(headers, upstream_names::FORWARDED_PROTO, b"http");
     if let Some(host) = incoming.get(header::HOST) {
-        set(headers, "x-forwarded-host", host.as_bytes());
+        set(headers, upstream_names::FORWARDED_HOST, host.as_bytes());
     }
     if let Some(key) = key {
-        set(headers, "x-credentialflow-key-id", key.key_id.as_bytes());
+        set(headers, upstream_names::KEY_ID, key.key_id.as_bytes());
         if let Some(tenant) = &key.tenant {
-            set(headers, "x-credentialflow-tenant", tenant.as_bytes());
+            set(headers, upstream_names::TENANT, tenant.as_bytes());
         }
     }
     if let Some(length) = streamed_length {
-        set(headers, "content-length", length.to_string().as_bytes());
+        set(
+            headers,
+            upstream_names::CONTENT_LENGTH,
+            length.to_string().as_bytes(),
+        );
     }
     for (name, value) in &route.headers {
         if let (Ok(name), Ok(value)) = (
@@ -187,16 +207,35 @@ fn upstream_request(
     upstream.body(body).map_err(|_| ProxyError::BadRequest)
 }
 
-/// The lower-cased tokens of `Connection` header values: headers the sender declared
-/// hop-by-hop.
-fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
-    let mut tokens = Vec::new();
-    for value in values {
-        if let Ok(value) = std::str::from_utf8(value) {
-            tokens.extend(value.split(',').map(|t| t.trim().to_ascii_lowercase()));
+/// Returns whether `name` (lower case) is listed in the `Connection` header `values`, that
+/// is, declared hop-by-hop by the sender.
+fn listed_in_connection<'a>(mut values: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
+    values.any(|value| {
+        value
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
+/// Appends the textual form of `ip` without going through the formatter for IPv4.
+fn write_ip(ip: std::net::IpAddr, out: &mut Vec<u8>) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
         }
+        std::net::IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
-    tokens
 }
 
 /// Streams the client's body to the upstream with back-pressure: a local task reads the
@@ -230,13 +269,7 @@ async fn relay(
     let (parts, body) = response.into_parts();
     let status = StatusCode::from_u16(parts.status.as_u16()).map_err(|_| ProxyError::BadGateway)?;
     let mut builder = HttpResponse::build(status);
-    let listed = connection_tokens(
-        parts
-            .headers
-            .get_all(http1::header::CONNECTION)
-            .iter()
-            .map(|v| v.as_bytes()),
-    );
+    let has_connection = parts.headers.contains_key(http1::header::CONNECTION);
     let mut length = None;
     for (name, value) in &parts.headers {
         if name == http1::header::CONTENT_LENGTH {
@@ -244,7 +277,16 @@ async fn relay(
             continue;
         }
         let name = name.as_str();
-        if is_hop_by_hop(name) || listed.iter().any(|t| t == name) {
+        let listed = has_connection
+            && listed_in_connection(
+                parts
+                    .headers
+                    .get_all(http1::header::CONNECTION)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+                name,
+            );
+        if is_hop_by_hop(name) || listed {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -349,5 +391,37 @@ pub async fn forward(
 fn log_ejection(target: &Target, ejected: bool) {
     if ejected {
         tracing::warn!(target = %target.url, "upstream target ejected after consecutive failures");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn ip_addresses_are_written_as_the_formatter_would() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.100.9",
+            "::1",
+            "fe80::1",
+        ] {
+            let parsed: IpAddr = ip.parse().expect("ip");
+            let mut out = Vec::new();
+            write_ip(parsed, &mut out);
+            assert_eq!(String::from_utf8(out).expect("ascii"), parsed.to_string());
+        }
+    }
+
+    #[test]
+    fn connection_lists_name_hop_by_hop_headers_in_any_case() {
+        let values: [&[u8]; 2] = [b"keep-alive, X-Trace", b"close"];
+        assert!(listed_in_connection(values.into_iter(), "x-trace"));
+        assert!(listed_in_connection(values.into_iter(), "close"));
+        assert!(!listed_in_connection(values.into_iter(), "x-other"));
     }
 }
