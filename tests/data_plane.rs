@@ -531,3 +531,32 @@ fn killing_the_leader_fails_no_request_at_the_other_nodes() {
         &failures[..failures.len().min(10)]
     );
 }
+
+#[test]
+fn usage_counted_before_a_graceful_stop_is_kept() {
+    let _serial = serial();
+    let upstream = Upstream::start("api");
+    let mut cluster = Cluster::start(1, &["--usage-flush-interval", "1h"]);
+    let node = cluster.node(1);
+    put_route(
+        node,
+        "api",
+        json!({ "path_prefix": "/api", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] }),
+    );
+    let (id, key) = create_key_with(node, json!({}));
+    wait_served(node, "/api/x", &key);
+    assert_eq!(
+        node.proxy_get("/api/missing-route-is-fine", Some(&key))
+            .expect("answer")
+            .status,
+        200
+    );
+    assert_refused(node, "/nowhere", Some(&key), 404, "no_route");
+    // No report is due for an hour: only the shutdown flush can have written these.
+    let node = cluster.node_mut(1);
+    assert!(node.terminate().success());
+    node.restart();
+    node.wait_ready(Duration::from_secs(30));
+    let usage = node.get(&format!("/v1/keys/{id}/usage")).expect("usage answers");
+    assert_eq!(usage.body["requests"]["2xx"], 2, "{}", usage.text);
+}

@@ -138,6 +138,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     drop(usage_flusher);
     let [peer_handle, admin_handle, proxy_handle] = servers;
     proxy_handle.stop(true).await;
+    crate::actors::usage_flusher::flush_now(&cluster, &read_model).await;
     admin_handle.stop(true).await;
     cluster.shutdown().await;
     peer_handle.stop(true).await;

@@ -39,12 +39,7 @@ impl UsageFlusher {
         if self.flushing {
             return;
         }
-        let drained: Vec<(Arc<UsageCell>, KeyUsageDelta)> = self
-            .read_model
-            .usage_cells()
-            .into_iter()
-            .filter_map(|(id, cell)| cell.drain(&id).map(|delta| (cell, delta)))
-            .collect();
+        let drained = drain(&self.read_model);
         if drained.is_empty() {
             return;
         }
@@ -56,6 +51,24 @@ impl UsageFlusher {
                 .into_actor(self)
                 .map(|_, actor, _| actor.flushing = false),
         );
+    }
+}
+
+/// Takes every key's counts since the last report.
+fn drain(read_model: &ReadModel) -> Vec<(Arc<UsageCell>, KeyUsageDelta)> {
+    read_model
+        .usage_cells()
+        .into_iter()
+        .filter_map(|(id, cell)| cell.drain(&id).map(|delta| (cell, delta)))
+        .collect()
+}
+
+/// Sends what was counted since the last report right away; called on shutdown so that a
+/// graceful stop loses no usage.
+pub async fn flush_now(cluster: &ClusterHandle, read_model: &ReadModel) {
+    let drained = drain(read_model);
+    if !drained.is_empty() {
+        send_reports(cluster, cluster.id(), drained).await;
     }
 }
 
