@@ -92,6 +92,45 @@ pub struct Route {
     pub updated_at_ms: i64,
 }
 
+impl UpstreamTarget {
+    /// A target with weight 1 in priority group 0.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            weight: 1,
+            priority: 0,
+        }
+    }
+}
+
+impl Route {
+    /// A route with the documented default for every optional field: any method and host,
+    /// no prefix stripping, [`DEFAULT_TIMEOUT_MS`], [`DEFAULT_RETRIES`], no extra headers,
+    /// TCP health probes.
+    pub fn new(
+        id: impl Into<String>,
+        path_prefix: impl Into<String>,
+        auth: RouteAuth,
+        upstreams: Vec<UpstreamTarget>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            path_prefix: path_prefix.into(),
+            methods: Vec::new(),
+            host: None,
+            auth,
+            strip_prefix: false,
+            upstreams,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            retries: DEFAULT_RETRIES,
+            headers: Vec::new(),
+            health_check: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+}
+
 /// Checks a route, returning every problem found.
 pub fn validate_route(route: &Route) -> Vec<FieldError> {
     let mut problems = Vec::new();
@@ -322,26 +361,13 @@ fn health_check(health: &HealthCheck) -> Result<(), FieldError> {
 mod tests {
     use super::*;
 
-    pub(crate) fn route(id: &str, prefix: &str) -> Route {
-        Route {
-            id: id.to_owned(),
-            path_prefix: prefix.to_owned(),
-            methods: vec![],
-            host: None,
-            auth: RouteAuth::ApiKey,
-            strip_prefix: false,
-            upstreams: vec![UpstreamTarget {
-                url: "http://127.0.0.1:9000".to_owned(),
-                weight: 1,
-                priority: 0,
-            }],
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            retries: DEFAULT_RETRIES,
-            headers: vec![],
-            health_check: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+    fn route(id: &str, prefix: &str) -> Route {
+        Route::new(
+            id,
+            prefix,
+            RouteAuth::ApiKey,
+            vec![UpstreamTarget::new("http://127.0.0.1:9000")],
+        )
     }
 
     fn fields(route: &Route) -> Vec<String> {
@@ -366,9 +392,8 @@ mod tests {
         let mut bad = route("bad id", "nope");
         bad.upstreams[0].url = "ftp://x".into();
         bad.upstreams.push(UpstreamTarget {
-            url: "http://u:p@h".into(),
             weight: 0,
-            priority: 0,
+            ..UpstreamTarget::new("http://u:p@h")
         });
         bad.timeout_ms = 0;
         bad.retries = 99;
@@ -398,11 +423,7 @@ mod tests {
         let mut r = route("r", "/r");
         r.upstreams[0].weight = 0;
         assert_eq!(fields(&r), ["upstreams[0].weight"]);
-        r.upstreams[0] = UpstreamTarget {
-            url: "http://127.0.0.1:1/base?x=1".into(),
-            weight: 1,
-            priority: 0,
-        };
+        r.upstreams[0] = UpstreamTarget::new("http://127.0.0.1:1/base?x=1");
         assert_eq!(fields(&r), ["upstreams[0].url"]);
     }
 

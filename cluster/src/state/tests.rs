@@ -401,25 +401,12 @@ fn a_batch_applies_each_command_in_order_with_its_own_outcome() {
 }
 
 fn route(id: &str, prefix: &str) -> Route {
-    Route {
-        id: id.to_owned(),
-        path_prefix: prefix.to_owned(),
-        methods: vec![],
-        host: None,
-        auth: RouteAuth::ApiKey,
-        strip_prefix: false,
-        upstreams: vec![UpstreamTarget {
-            url: "http://127.0.0.1:9000".to_owned(),
-            weight: 1,
-            priority: 0,
-        }],
-        timeout_ms: 1000,
-        retries: 1,
-        headers: vec![],
-        health_check: None,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    }
+    Route::new(
+        id,
+        prefix,
+        RouteAuth::ApiKey,
+        vec![UpstreamTarget::new("http://127.0.0.1:9000")],
+    )
 }
 
 fn put_route(route: Route, now: i64) -> Command {

@@ -181,29 +181,16 @@ mod tests {
 
     fn route(id: &str, urls: &[&str], check: Option<(&str, u64)>) -> Route {
         Route {
-            id: id.into(),
-            path_prefix: format!("/{id}"),
-            methods: vec![],
-            host: None,
-            auth: RouteAuth::None,
-            strip_prefix: false,
-            upstreams: urls
-                .iter()
-                .map(|u| UpstreamTarget {
-                    url: (*u).into(),
-                    weight: 1,
-                    priority: 0,
-                })
-                .collect(),
-            timeout_ms: 1000,
-            retries: 0,
-            headers: vec![],
             health_check: check.map(|(path, interval_ms)| HealthCheck {
                 path: path.into(),
                 interval_ms,
             }),
-            created_at_ms: 0,
-            updated_at_ms: 0,
+            ..Route::new(
+                id,
+                format!("/{id}"),
+                RouteAuth::None,
+                urls.iter().map(|u| UpstreamTarget::new(*u)).collect(),
+            )
         }
     }
 

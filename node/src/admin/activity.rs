@@ -9,7 +9,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::keys::key_id;
 use super::views::rfc3339;
-use super::{read_barrier, AdminContext, Consistency};
+use super::{read_state, AdminContext, Consistency};
 
 const DEFAULT_AUDIT_PAGE: usize = 100;
 const MAX_AUDIT_PAGE: usize = 1000;
@@ -29,13 +29,13 @@ pub async fn usage(
     query: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = key_id(id.into_inner())?;
-    read_barrier(&ctx, query.consistency).await?;
-    let applied = ctx.cluster.shared().read();
-    if applied.state.key(&id).is_none() {
-        return Err(ApiError::NotFound(format!("key {id} does not exist")));
-    }
-    let usage = applied.state.usage(&id).cloned().unwrap_or_default();
-    drop(applied);
+    let usage = read_state(&ctx, query.consistency, |state| {
+        state
+            .key(&id)
+            .map(|_| state.usage(&id).cloned().unwrap_or_default())
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("key {id} does not exist")))?;
     let [c1, c2, c3, c4, c5] = usage.by_class;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "key_id": id,
@@ -98,7 +98,6 @@ pub async fn audit(
     }
     let since = instant("since", query.since.as_deref())?;
     let until = instant("until", query.until.as_deref())?;
-    read_barrier(&ctx, query.consistency).await?;
     let matches = |entry: &AuditEntry| {
         let eq = |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
         eq(&query.actor, &entry.actor)
@@ -109,23 +108,24 @@ pub async fn audit(
             && until.is_none_or(|u| entry.at_ms < u)
             && query.before.is_none_or(|b| entry.seq < b)
     };
-    let applied = ctx.cluster.shared().read();
-    let mut found = applied.state.audit().iter().rev().filter(|e| matches(e));
-    let page: Vec<AuditView> = found
-        .by_ref()
-        .take(limit)
-        .map(|e| AuditView {
-            seq: e.seq,
-            at: rfc3339(e.at_ms),
-            actor: &e.actor,
-            action: &e.action,
-            target: &e.target,
-            outcome: &e.outcome,
-        })
-        .collect();
-    let more = found.next().is_some();
-    let next_before = if more { page.last().map(|e| e.seq) } else { None };
-    let body = serde_json::json!({ "entries": page, "next_before": next_before });
-    drop(applied);
+    let body = read_state(&ctx, query.consistency, |state| {
+        let mut found = state.audit().iter().rev().filter(|e| matches(e));
+        let page: Vec<AuditView> = found
+            .by_ref()
+            .take(limit)
+            .map(|e| AuditView {
+                seq: e.seq,
+                at: rfc3339(e.at_ms),
+                actor: &e.actor,
+                action: &e.action,
+                target: &e.target,
+                outcome: &e.outcome,
+            })
+            .collect();
+        let more = found.next().is_some();
+        let next_before = if more { page.last().map(|e| e.seq) } else { None };
+        serde_json::json!({ "entries": page, "next_before": next_before })
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(body))
 }

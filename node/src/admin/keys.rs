@@ -11,7 +11,7 @@ use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
 use super::views::{now_ms, KeyView, KeyWithSecret, RateLimitBody};
-use super::{read_barrier, AdminContext, Consistency};
+use super::{read_state, AdminContext, Consistency};
 
 /// Default and largest page sizes of `GET /v1/keys`.
 const DEFAULT_PAGE: usize = 100;
@@ -143,17 +143,18 @@ pub async fn list(
     if let Some(cursor) = &query.cursor {
         validate::id("cursor", cursor).map_err(|_| ApiError::InvalidQuery("cursor is malformed".into()))?;
     }
-    read_barrier(&ctx, query.consistency).await?;
     let now = now_ms();
-    let applied = ctx.cluster.shared().read();
-    let (page, more) = applied.state.keys_page(query.cursor.as_deref(), limit);
-    let next_cursor = if more {
-        page.last().map(|k| k.id.clone())
-    } else {
-        None
-    };
-    let keys: Vec<KeyView> = page.into_iter().map(|k| KeyView::new(k, now)).collect();
-    drop(applied);
+    let (keys, next_cursor) = read_state(&ctx, query.consistency, |state| {
+        let (page, more) = state.keys_page(query.cursor.as_deref(), limit);
+        let next_cursor = if more {
+            page.last().map(|k| k.id.clone())
+        } else {
+            None
+        };
+        let keys: Vec<KeyView> = page.into_iter().map(|k| KeyView::new(k, now)).collect();
+        (keys, next_cursor)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": keys, "next_cursor": next_cursor })))
 }
 
@@ -165,14 +166,11 @@ pub async fn get(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = key_id(id.into_inner())?;
-    read_barrier(&ctx, query.consistency).await?;
-    let applied = ctx.cluster.shared().read();
-    let view = applied
-        .state
-        .key(&id)
-        .map(|k| KeyView::new(k, now_ms()))
-        .ok_or_else(|| ApiError::NotFound(format!("key {id} does not exist")))?;
-    drop(applied);
+    let view = read_state(&ctx, query.consistency, |state| {
+        state.key(&id).map(|k| KeyView::new(k, now_ms()))
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("key {id} does not exist")))?;
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -56,12 +56,18 @@ pub enum Consistency {
     Linearizable,
 }
 
-/// Waits for the leader's read index when the caller asked for a linearizable read.
-async fn read_barrier(ctx: &AdminContext, consistency: Consistency) -> Result<(), ApiError> {
+/// Reads the local replica with `read`, after waiting for the leader's read index when the
+/// caller asked for a linearizable read. The state is locked only while `read` runs.
+async fn read_state<T>(
+    ctx: &AdminContext,
+    consistency: Consistency,
+    read: impl FnOnce(&::cluster::State) -> T,
+) -> Result<T, ApiError> {
     if consistency == Consistency::Linearizable {
         ctx.cluster.linearizable_barrier().await?;
     }
-    Ok(())
+    let applied = ctx.cluster.shared().read();
+    Ok(read(&applied.state))
 }
 
 /// Registers every admin route on `config`.

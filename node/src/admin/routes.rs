@@ -11,7 +11,7 @@ use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
 use super::views::{now_ms, rfc3339};
-use super::{read_barrier, AdminContext, Consistency};
+use super::{read_state, AdminContext, Consistency};
 
 /// Default probe interval of a route's `health_check`.
 const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
@@ -207,10 +207,10 @@ pub async fn list(
     ctx: web::Data<AdminContext>,
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    read_barrier(&ctx, query.consistency).await?;
-    let applied = ctx.cluster.shared().read();
-    let routes: Vec<RouteView> = applied.state.routes().values().map(RouteView::new).collect();
-    drop(applied);
+    let routes: Vec<RouteView> = read_state(&ctx, query.consistency, |state| {
+        state.routes().values().map(RouteView::new).collect()
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "routes": routes })))
 }
 
@@ -222,14 +222,11 @@ pub async fn get(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = route_id(id.into_inner())?;
-    read_barrier(&ctx, query.consistency).await?;
-    let applied = ctx.cluster.shared().read();
-    let view = applied
-        .state
-        .route(&id)
-        .map(RouteView::new)
-        .ok_or_else(|| ApiError::NotFound(format!("route {id} does not exist")))?;
-    drop(applied);
+    let view = read_state(&ctx, query.consistency, |state| {
+        state.route(&id).map(RouteView::new)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("route {id} does not exist")))?;
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -215,23 +215,14 @@ mod tests {
 
     fn route(id: &str, prefix: &str, host: Option<&str>, methods: &[&str]) -> Route {
         Route {
-            id: id.into(),
-            path_prefix: prefix.into(),
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             host: host.map(Into::into),
-            auth: RouteAuth::ApiKey,
-            strip_prefix: false,
-            upstreams: vec![UpstreamTarget {
-                url: "http://127.0.0.1:9000".into(),
-                weight: 1,
-                priority: 0,
-            }],
-            timeout_ms: 1000,
-            retries: 0,
-            headers: vec![],
-            health_check: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
+            ..Route::new(
+                id,
+                prefix,
+                RouteAuth::ApiKey,
+                vec![UpstreamTarget::new("http://127.0.0.1:9000")],
+            )
         }
     }
 

@@ -177,9 +177,9 @@ mod tests {
             .map(|(i, (weight, priority))| {
                 Target::compile(
                     &UpstreamTarget {
-                        url: format!("http://127.0.0.1:{}", 9000 + i),
                         weight: *weight,
                         priority: *priority,
+                        ..UpstreamTarget::new(format!("http://127.0.0.1:{}", 9000 + i))
                     },
                     &registry,
                 )
