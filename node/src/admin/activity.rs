@@ -7,9 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::keys::key_id;
 use super::views::rfc3339;
-use super::{read_state, AdminContext, Consistency};
+use super::{path_id, read_state, AdminContext, Consistency};
 
 const DEFAULT_AUDIT_PAGE: usize = 100;
 const MAX_AUDIT_PAGE: usize = 1000;
@@ -28,7 +27,7 @@ pub async fn usage(
     id: web::Path<String>,
     query: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     let usage = read_state(&ctx, query.consistency, |state| {
         state
             .key(&id)

@@ -11,7 +11,7 @@ use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
 use super::views::{now_ms, KeyView, KeyWithSecret, RateLimitBody};
-use super::{read_state, AdminContext, Consistency};
+use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 
 /// Default and largest page sizes of `GET /v1/keys`.
 const DEFAULT_PAGE: usize = 100;
@@ -165,7 +165,7 @@ pub async fn get(
     id: web::Path<String>,
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     let view = read_state(&ctx, query.consistency, |state| {
         state.key(&id).map(|k| KeyView::new(k, now_ms()))
     })
@@ -181,7 +181,7 @@ pub async fn rotate(
     id: web::Path<String>,
     body: AdminJson<RotateRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     validate::grace_secs(body.0.grace_secs).map_err(|p| ApiError::Validation(vec![p]))?;
     let now = now_ms();
     let generated = secret::generate(&mut rand::thread_rng());
@@ -223,7 +223,7 @@ pub async fn revoke(
     id: web::Path<String>,
     _body: AdminJson<EmptyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     let now = now_ms();
     let written = ctx
         .audited_write(&admin, Command::RevokeKey { id, now_ms: now })
@@ -247,29 +247,21 @@ pub async fn delete(
     ctx: web::Data<AdminContext>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     let written = ctx
         .audited_write(&admin, Command::DeleteKey { id, now_ms: now_ms() })
         .await?;
-    match written.response {
-        Response::KeyDeleted { id } => {
-            tracing::debug!(key_id = %id, "key deleted");
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
-        }
-        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
-    }
-}
-
-pub(super) fn key_id(id: String) -> Result<String, ApiError> {
-    validate::id("id", &id).map_err(|_| ApiError::InvalidId(id.chars().take(80).collect()))?;
-    Ok(id)
+    let id = expect_outcome(written.response, |response| match response {
+        Response::KeyDeleted { id } => Some(id),
+        _ => None,
+    })?;
+    tracing::debug!(key_id = %id, "key deleted");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
 }
 
 fn key_view(response: Response, now: i64) -> Result<KeyView, ApiError> {
-    match response {
-        Response::Key(record) => Ok(KeyView::new(&record, now)),
-        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
-    }
+    expect_outcome(response, |response| match response {
+        Response::Key(record) => Some(KeyView::new(&record, now)),
+        _ => None,
+    })
 }

@@ -56,6 +56,24 @@ pub enum Consistency {
     Linearizable,
 }
 
+/// Checks a path id (key or route) before it reaches a lookup or a command.
+fn path_id(id: String) -> Result<String, ApiError> {
+    ::cluster::validate::id("id", &id).map_err(|_| ApiError::InvalidId(id.chars().take(80).collect()))?;
+    Ok(id)
+}
+
+/// Takes the outcome an admin write expects from `apply`: a rejection becomes its API
+/// error, anything else unexpected an internal one.
+fn expect_outcome<T>(
+    response: ::cluster::Response,
+    expected: impl FnOnce(::cluster::Response) -> Option<T>,
+) -> Result<T, ApiError> {
+    match response {
+        ::cluster::Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+        other => expected(other).ok_or_else(|| ApiError::Internal("unexpected apply outcome".into())),
+    }
+}
+
 /// Reads the local replica with `read`, after waiting for the leader's read index when the
 /// caller asked for a linearizable read. The state is locked only while `read` runs.
 async fn read_state<T>(

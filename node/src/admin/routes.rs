@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
-use cluster::{validate, Command, Response, Route, RouteAuth, UpstreamTarget};
+use cluster::{Command, Response, Route, RouteAuth, UpstreamTarget};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
 use super::views::{now_ms, rfc3339};
-use super::{read_state, AdminContext, Consistency};
+use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 
 /// Default probe interval of a route's `health_check`.
 const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
@@ -168,11 +168,6 @@ fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
     }
 }
 
-fn route_id(id: String) -> Result<String, ApiError> {
-    validate::id("id", &id).map_err(|_| ApiError::InvalidId(id.chars().take(80).collect()))?;
-    Ok(id)
-}
-
 /// `PUT /v1/routes/{id}`: creates (201) or replaces (200) a route.
 pub async fn put(
     admin: Admin,
@@ -180,25 +175,24 @@ pub async fn put(
     id: web::Path<String>,
     body: AdminJson<PutRouteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let route = route_from(route_id(id.into_inner())?, body.0)?;
+    let route = route_from(path_id(id.into_inner())?, body.0)?;
     let command = Command::PutRoute {
         route: Box::new(route),
         now_ms: now_ms(),
     };
-    match ctx.audited_write(&admin, command).await?.response {
-        Response::Route(route) => {
-            let created = route.created_at_ms == route.updated_at_ms;
-            tracing::info!(route = %route.id, created, "route stored");
-            let mut answer = if created {
-                HttpResponse::Created()
-            } else {
-                HttpResponse::Ok()
-            };
-            Ok(answer.json(RouteView::new(&route)))
-        }
-        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
-    }
+    let written = ctx.audited_write(&admin, command).await?;
+    let route = expect_outcome(written.response, |response| match response {
+        Response::Route(route) => Some(route),
+        _ => None,
+    })?;
+    let created = route.created_at_ms == route.updated_at_ms;
+    tracing::info!(route = %route.id, created, "route stored");
+    let mut answer = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(answer.json(RouteView::new(&route)))
 }
 
 /// `GET /v1/routes`: every route, in id order.
@@ -221,7 +215,7 @@ pub async fn get(
     id: web::Path<String>,
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = route_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     let view = read_state(&ctx, query.consistency, |state| {
         state.route(&id).map(RouteView::new)
     })
@@ -236,14 +230,13 @@ pub async fn delete(
     ctx: web::Data<AdminContext>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = route_id(id.into_inner())?;
+    let id = path_id(id.into_inner())?;
     let command = Command::DeleteRoute { id, now_ms: now_ms() };
-    match ctx.audited_write(&admin, command).await?.response {
-        Response::RouteDeleted { id } => {
-            tracing::info!(route = %id, "route deleted");
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
-        }
-        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
-    }
+    let written = ctx.audited_write(&admin, command).await?;
+    let id = expect_outcome(written.response, |response| match response {
+        Response::RouteDeleted { id } => Some(id),
+        _ => None,
+    })?;
+    tracing::info!(route = %id, "route deleted");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
 }

@@ -8,7 +8,7 @@ use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
 use super::views::{now_ms, rfc3339};
-use super::AdminContext;
+use super::{expect_outcome, AdminContext};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,15 +53,14 @@ pub async fn replace(
         settings,
         now_ms: now_ms(),
     };
-    match ctx.audited_write(&admin, command).await?.response {
-        Response::Settings(settings) => {
-            tracing::info!(
-                stale_policy = settings.stale_policy.as_str(),
-                "cluster settings changed"
-            );
-            Ok(HttpResponse::Ok().json(view(&settings)))
-        }
-        Response::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-        _ => Err(ApiError::Internal("unexpected apply outcome".into())),
-    }
+    let written = ctx.audited_write(&admin, command).await?;
+    let settings = expect_outcome(written.response, |response| match response {
+        Response::Settings(settings) => Some(settings),
+        _ => None,
+    })?;
+    tracing::info!(
+        stale_policy = settings.stale_policy.as_str(),
+        "cluster settings changed"
+    );
+    Ok(HttpResponse::Ok().json(view(&settings)))
 }
