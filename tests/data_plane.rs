@@ -78,6 +78,7 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
     );
     let (good_id, good) = create_key_with(admin, json!({ "tenant": "acme" }));
     let (_, scoped) = create_key_with(admin, json!({ "scopes": ["other"] }));
+    let (_, no_routes) = create_key_with(admin, json!({ "scopes": [] }));
     let (_, expiring) = create_key_with(admin, json!({ "expires_at": rfc3339_in(Duration::from_secs(2)) }));
     let (rotated_id, old_secret) = create_key_with(admin, json!({}));
     let rotation = admin
@@ -102,6 +103,7 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
         );
         assert_refused(node, "/billing/x", Some(&unknown), 401, "invalid_credential");
         assert_refused(node, "/billing/x", Some(&scoped), 403, "forbidden");
+        assert_refused(node, "/other/y", Some(&no_routes), 403, "forbidden");
         assert_refused(node, "/nowhere", Some(&good), 404, "no_route");
         assert_eq!(
             node.proxy_get("/other/y", Some(&scoped)).expect("answer").status,
@@ -157,7 +159,7 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
     for request in &seen {
         assert!(!request.headers.contains_key("authorization"), "{request:?}");
         assert!(!request.headers.contains_key("x-api-key"), "{request:?}");
-        for secret in [&good, &scoped, &expiring, &old_secret, &new_secret] {
+        for secret in [&good, &scoped, &no_routes, &expiring, &old_secret, &new_secret] {
             assert!(
                 request.headers.values().all(|v| !v.contains(secret.as_str())),
                 "a credential reached the upstream: {request:?}"

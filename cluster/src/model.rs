@@ -71,7 +71,7 @@ pub struct KeyRecord {
     pub name: String,
     /// Owning tenant, if any; tenant-wide limits and reports group by it.
     pub tenant: Option<String>,
-    /// Route ids this key may call; empty or `["*"]` means every route.
+    /// Route ids this key may call; `["*"]` means every route, an empty list none.
     pub scopes: Vec<String>,
     /// Optional request limit.
     pub rate_limit: Option<RateLimit>,

@@ -409,9 +409,9 @@ impl ClusterHandle {
     }
 }
 
-/// While this node leads, stamps the time of its last quorum acknowledgement (followers
-/// stamp the age their leader reports with each AppendEntries, on the peer listener).
-/// Ends with the node.
+/// While this node leads, stamps the time of its last quorum acknowledgement; while it
+/// follows, promotes the contact its leader offered (on the peer listener) once the state
+/// machine has applied that leader's commit index. Ends with the node.
 async fn track_leader_contact(inner: Weak<Inner>) {
     let Some(mut changes) = inner.upgrade().map(|inner| inner.raft.metrics()) else {
         return;
@@ -425,6 +425,9 @@ async fn track_leader_contact(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let metrics = changes.borrow_and_update();
         if metrics.state != ServerState::Leader {
+            inner
+                .contact
+                .applied(metrics.last_applied.map_or(0, |id| id.index));
             continue;
         }
         let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();

@@ -101,17 +101,13 @@ async fn append(
         body,
         false,
         move |c, request: AppendEntriesRequest<TypeConfig>| async move {
+            let leader_commit = request.leader_commit.map_or(0, |id| id.index);
             let answer = c.raft().append_entries(request).await;
-            // Entries accepted (or merely conflicting) come from the current leader, which
-            // heard from a quorum `quorum_ack_age` ago: that moment is this node's contact.
-            let accepted = matches!(
-                &answer,
-                Ok(AppendEntriesResponse::Success
-                    | AppendEntriesResponse::PartialSuccess(_)
-                    | AppendEntriesResponse::Conflict)
-            );
-            if let (true, Some(age)) = (accepted, quorum_ack_age) {
-                c.leader_contact().touch(age);
+            // Accepted entries come from the current leader, which heard from a quorum
+            // `quorum_ack_age` ago; that moment becomes this node's contact once it has
+            // applied what that leader had committed.
+            if let (Ok(AppendEntriesResponse::Success), Some(age)) = (&answer, quorum_ack_age) {
+                c.leader_contact().offer(leader_commit, age);
             }
             answer
         },

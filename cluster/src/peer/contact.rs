@@ -2,12 +2,15 @@
 //! credentials once its replica may be missing revocations (guarantee 2).
 //!
 //! A leader stamps the time of its last quorum acknowledgement and sends its age with every
-//! AppendEntries ([`QUORUM_ACK_AGE_HEADER`]); a follower that accepts the entries stamps that
-//! same moment. A deposed leader cut off with some followers in a minority stops getting
+//! AppendEntries ([`QUORUM_ACK_AGE_HEADER`]). A follower that accepts the entries offers that
+//! moment together with the leader's commit index, and the moment counts only once the
+//! follower has applied up to that index: a node catching up is not fresh until it has
+//! caught up. A deposed leader cut off with some followers in a minority stops getting
 //! quorum acknowledgements, so it and the followers it still reaches all go stale, even
 //! though they keep talking to each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The AppendEntries header carrying how long ago (in ms) the sending leader last heard
@@ -23,6 +26,10 @@ pub struct LeaderContact {
     origin: Instant,
     /// Milliseconds since `origin` of the last contact, or [`NEVER`].
     last_ms: AtomicU64,
+    /// A follower's contact waiting for the state machine to reach the leader's commit
+    /// index: `(commit_index, ms since origin)`. The oldest offer waits; newer ones are
+    /// dropped until it is promoted, so a steady stream of appends cannot postpone it.
+    pending: Mutex<Option<(u64, u64)>>,
 }
 
 impl Default for LeaderContact {
@@ -30,6 +37,7 @@ impl Default for LeaderContact {
         Self {
             origin: Instant::now(),
             last_ms: AtomicU64::new(NEVER),
+            pending: Mutex::new(None),
         }
     }
 }
@@ -37,11 +45,50 @@ impl Default for LeaderContact {
 impl LeaderContact {
     /// Records contact that happened `age` ago.
     pub fn touch(&self, age: Duration) {
-        let at = Instant::now()
-            .checked_sub(age)
-            .unwrap_or(self.origin)
-            .saturating_duration_since(self.origin);
-        let at_ms = u64::try_from(at.as_millis()).unwrap_or(NEVER - 1);
+        if let Some(at_ms) = self.ms_since_origin(age) {
+            self.record(at_ms);
+        }
+    }
+
+    /// Offers contact that happened `age` ago with a leader that had committed up to
+    /// `commit_index`; it counts once [`applied`](Self::applied) reaches that index.
+    pub fn offer(&self, commit_index: u64, age: Duration) {
+        let Some(at_ms) = self.ms_since_origin(age) else {
+            return;
+        };
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.is_none() {
+            *pending = Some((commit_index, at_ms));
+        }
+    }
+
+    /// Tells the clock how far the state machine has applied; promotes a waiting offer.
+    pub fn applied(&self, applied_index: u64) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((commit_index, at_ms)) = *pending {
+            if applied_index >= commit_index {
+                *pending = None;
+                drop(pending);
+                self.record(at_ms);
+            }
+        }
+    }
+
+    /// The moment `age` ago, in ms since this clock's origin; `None` when it lies before
+    /// the origin (evidence older than this process proves nothing about its replica).
+    fn ms_since_origin(&self, age: Duration) -> Option<u64> {
+        let at = Instant::now().checked_sub(age)?;
+        let since = at.checked_duration_since(self.origin)?;
+        Some(u64::try_from(since.as_millis()).unwrap_or(NEVER - 1))
+    }
+
+    fn record(&self, at_ms: u64) {
         // Contacts are reported from several places; keep the latest.
         let _ = self
             .last_ms
@@ -82,12 +129,33 @@ mod tests {
     fn an_old_contact_is_stale_and_never_replaces_a_newer_one() {
         let contact = LeaderContact {
             origin: Instant::now() - Duration::from_secs(60),
-            last_ms: AtomicU64::new(NEVER),
+            ..LeaderContact::default()
         };
         contact.touch(Duration::from_secs(10));
         assert!(contact.is_stale(Duration::from_secs(5)));
         contact.touch(Duration::ZERO);
         contact.touch(Duration::from_secs(30));
+        assert!(!contact.is_stale(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn evidence_older_than_the_process_is_ignored() {
+        let contact = LeaderContact::default();
+        contact.touch(Duration::from_secs(3600));
+        assert_eq!(contact.age(), None);
+        contact.offer(1, Duration::from_secs(3600));
+        contact.applied(1);
+        assert_eq!(contact.age(), None);
+    }
+
+    #[test]
+    fn an_offer_counts_only_once_its_commit_index_is_applied() {
+        let contact = LeaderContact::default();
+        contact.offer(10, Duration::ZERO);
+        contact.applied(9);
+        assert!(contact.is_stale(Duration::from_secs(5)), "still catching up");
+        contact.offer(20, Duration::ZERO); // the older offer keeps waiting
+        contact.applied(10);
         assert!(!contact.is_stale(Duration::from_secs(5)));
     }
 }

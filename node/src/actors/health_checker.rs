@@ -77,10 +77,17 @@ pub fn due_probes(
     chosen
         .into_values()
         .filter(|(interval, probe)| {
+            // A target out of rotation is probed at least every second, whatever its
+            // route's interval, so a recovered target returns quickly.
+            let interval = if probe.health.is_healthy() {
+                *interval
+            } else {
+                (*interval).min(DEFAULT_PROBE_INTERVAL)
+            };
             !running.contains(&probe.url)
                 && last_probe
                     .get(&probe.url)
-                    .is_none_or(|at| now.saturating_duration_since(*at) >= *interval)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= interval)
         })
         .map(|(_, probe)| probe)
         .collect()

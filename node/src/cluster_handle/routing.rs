@@ -140,7 +140,13 @@ pub(super) async fn forward_batch(
                 Err(error) => Err(ClusterError::from(error)),
             })
             .collect(),
-        Ok(_) => vec![Err(unexpected_answer()); count],
+        // The leader answered, so the writes may have been applied: their fate is unknown.
+        Ok(_) => vec![
+            Err(ClusterError::OutcomeUnknown(
+                "the leader's answer did not match the batch".into()
+            ));
+            count
+        ],
         Err(error) => vec![Err(error); count],
     }
 }

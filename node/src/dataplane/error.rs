@@ -33,6 +33,8 @@ pub enum ProxyError {
     BadRequestBody,
     #[error("the request cannot be forwarded as sent")]
     BadRequest,
+    #[error("the path has empty, '.' or '..' segments, or characters an upstream could read another way")]
+    InvalidPath,
 }
 
 impl ProxyError {
@@ -52,6 +54,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::BadRequestBody => "bad_request_body",
             ProxyError::BadRequest => "bad_request",
+            ProxyError::InvalidPath => "invalid_path",
         }
     }
 }
@@ -69,7 +72,9 @@ impl ResponseError for ProxyError {
             ProxyError::StaleReplica | ProxyError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequestBody | ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequestBody | ProxyError::BadRequest | ProxyError::InvalidPath => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 

@@ -106,8 +106,10 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Builds the request for one attempt on `target`.
+#[allow(clippy::too_many_arguments)]
 fn upstream_request(
     req: &HttpRequest,
+    path: &str,
     route: &CompiledRoute,
     target: &Target,
     key: Option<&KeyAuth>,
@@ -115,7 +117,7 @@ fn upstream_request(
     body: UpstreamBody,
     streamed_length: Option<u64>,
 ) -> Result<http1::Request<UpstreamBody>, ProxyError> {
-    let path = route.upstream_path(req.path());
+    let path = route.upstream_path(path);
     let mut uri = String::with_capacity(target.origin.len() + target.base_path.len() + path.len() + 64);
     uri.push_str(&target.origin);
     uri.push_str(&target.base_path);
@@ -144,8 +146,12 @@ fn upstream_request(
                 | "x-forwarded-host"
                 | "x-credentialflow-key-id"
                 | "x-credentialflow-tenant"
+                | "forwarded"
         );
-        let credential = strip_credentials && (name == "authorization" || name == X_API_KEY);
+        // On a keyed route the credential never leaves; on a public one, a gateway key a
+        // client sends anyway (SDKs attach it to every call) is removed all the same.
+        let credential = (name == "authorization" || name == X_API_KEY)
+            && (strip_credentials || is_gateway_key(value.as_bytes()));
         let listed = has_connection
             && listed_in_connection(
                 incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes),
@@ -205,6 +211,15 @@ fn upstream_request(
         }
     }
     upstream.body(body).map_err(|_| ProxyError::BadRequest)
+}
+
+/// Returns whether a credential header value carries a credentialflow key.
+fn is_gateway_key(value: &[u8]) -> bool {
+    let token = match value.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+        _ => value.trim_ascii(),
+    };
+    token.starts_with(cluster::secret::KEY_PREFIX.as_bytes())
 }
 
 /// Returns whether `name` (lower case) is listed in the `Connection` header `values`, that
@@ -318,6 +333,7 @@ async fn relay(
 pub async fn forward(
     client: &UpstreamClient,
     req: &HttpRequest,
+    path: &str,
     payload: web::Payload,
     route: &CompiledRoute,
     key: Option<&KeyAuth>,
@@ -347,6 +363,7 @@ pub async fn forward(
             };
         let request = upstream_request(
             req,
+            path,
             route,
             target,
             key,
@@ -356,7 +373,8 @@ pub async fn forward(
         )?;
         match tokio::time::timeout(route.timeout, client.send(request)).await {
             Ok(Ok(response)) if matches!(response.status().as_u16(), 502 | 503) => {
-                log_ejection(target, target.health.request_failed());
+                // Worth another target, but no sign the target is down: passive ejection
+                // counts transport failures only, which a client cannot provoke.
                 if idempotent && replayable && attempts_left {
                     last_error = ProxyError::BadGateway;
                     continue;
@@ -367,10 +385,7 @@ pub async fn forward(
                 target.health.request_succeeded();
                 return relay(response, request_id, head_only, route.timeout).await;
             }
-            Err(_elapsed) => {
-                log_ejection(target, target.health.request_failed());
-                return Err(ProxyError::UpstreamTimeout);
-            }
+            Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(error)) => {
                 log_ejection(target, target.health.request_failed());
                 // A refused connection never reached the target: any method may go elsewhere.
@@ -415,6 +430,15 @@ mod tests {
             write_ip(parsed, &mut out);
             assert_eq!(String::from_utf8(out).expect("ascii"), parsed.to_string());
         }
+    }
+
+    #[test]
+    fn gateway_keys_are_recognised_in_either_header_form() {
+        assert!(is_gateway_key(b"Bearer cf_abc"));
+        assert!(is_gateway_key(b"bearer  cf_abc"));
+        assert!(is_gateway_key(b"cf_abc"));
+        assert!(!is_gateway_key(b"Bearer eyJhbGciOi"));
+        assert!(!is_gateway_key(b"Basic dXNlcg=="));
     }
 
     #[test]

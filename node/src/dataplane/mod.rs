@@ -2,6 +2,7 @@
 //! authenticated and authorised from the local replica, and forwarded to a healthy target.
 //!
 //! - [`read_model`]: the lock-free view of keys, routes and settings, swapped on apply;
+//! - [`path`]: the one spelling of a path that is matched and forwarded;
 //! - [`route_table`]: host, longest prefix, method;
 //! - [`auth`]: the API key and its life cycle;
 //! - [`upstream`]: target health and the choice of a target;
@@ -12,6 +13,7 @@
 pub mod auth;
 pub mod error;
 pub mod forward;
+pub mod path;
 pub mod read_model;
 pub mod route_table;
 pub mod upstream;
@@ -54,12 +56,10 @@ async fn handle(
     let mut key = None;
     let outcome = async {
         let view = ctx.read_model.load_full();
-        if has_dot_segment(req.path()) {
-            return Err(ProxyError::NoRoute);
-        }
+        let path = path::canonical(req.path())?;
         let route = view
             .routes
-            .find(request_host(&req), req.path(), req.method())
+            .find(request_host(&req), &path, req.method())
             .map_err(|no_match| match no_match {
                 NoMatch::NoRoute => ProxyError::NoRoute,
                 NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
@@ -75,7 +75,7 @@ async fn handle(
                 return Err(ProxyError::Forbidden);
             }
         }
-        forward::forward(&client, &req, payload, route, key.as_deref(), &request_id).await
+        forward::forward(&client, &req, &path, payload, route, key.as_deref(), &request_id).await
     }
     .await;
     let response = outcome.unwrap_or_else(|error| {
@@ -121,29 +121,11 @@ fn request_host(req: &HttpRequest) -> Option<&str> {
     Some(host.rsplit_once(':').map_or(host, |(name, _)| name))
 }
 
-/// Returns whether the path has a `.` or `..` segment (plain or percent-encoded), which
-/// an upstream could resolve to a path outside the matched route's prefix.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
 
     use super::*;
-
-    #[test]
-    fn dot_segments_are_found_in_any_spelling() {
-        assert!(has_dot_segment("/api/../admin"));
-        assert!(has_dot_segment("/api/%2E%2e/admin"));
-        assert!(has_dot_segment("/api/./x"));
-        assert!(!has_dot_segment("/api/v1.2/x"));
-        assert!(!has_dot_segment("/api/..x"));
-    }
 
     #[test]
     fn hosts_lose_their_port() {

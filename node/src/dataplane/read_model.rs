@@ -23,8 +23,10 @@ pub enum Scopes {
 }
 
 impl Scopes {
+    /// `["*"]` allows every route; an explicit empty list allows none (the admin API turns
+    /// an absent `scopes` into `["*"]`).
     fn of(scopes: &[String]) -> Self {
-        if scopes.is_empty() || scopes.iter().any(|s| s == "*") {
+        if scopes.iter().any(|s| s == "*") {
             Scopes::All
         } else {
             Scopes::Only(scopes.to_vec())

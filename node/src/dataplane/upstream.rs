@@ -45,8 +45,9 @@ impl TargetHealth {
         }
     }
 
-    /// A request could not reach the target or got a 502/503/504 from it. Returns whether
-    /// this failure ejected the target.
+    /// A request could not connect to the target or its connection failed (an HTTP answer,
+    /// even a 5xx, shows the target is up, and a client could provoke those at will).
+    /// Returns whether this failure ejected the target.
     pub fn request_failed(&self) -> bool {
         let failures = self.request_failures.fetch_add(1, Ordering::Relaxed) + 1;
         failures >= EJECT_AFTER_FAILURES && self.healthy.swap(false, Ordering::Relaxed)
@@ -115,13 +116,9 @@ impl Target {
     /// so a URL that does not parse here is skipped by the caller.
     pub fn compile(target: &UpstreamTarget, registry: &HealthRegistry) -> Option<Self> {
         let url = url::Url::parse(&target.url).ok()?;
-        let host = url.host_str()?;
         let port = url.port_or_known_default()?;
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        // `Host`'s Display brackets IPv6 addresses, as an authority needs.
+        let authority = format!("{}:{port}", url.host()?);
         Some(Self {
             url: target.url.clone(),
             origin: format!("{}://{authority}", url.scheme()),
@@ -232,6 +229,17 @@ mod tests {
         assert!(health.is_healthy());
         assert!(!health.probe_failed());
         assert!(health.probe_failed());
+    }
+
+    #[test]
+    fn ipv6_targets_get_one_pair_of_brackets() {
+        let target = Target::compile(
+            &UpstreamTarget::new("http://[::1]:8081"),
+            &HealthRegistry::default(),
+        )
+        .expect("valid");
+        assert_eq!(target.authority, "[::1]:8081");
+        assert_eq!(target.origin, "http://[::1]:8081");
     }
 
     #[test]
