@@ -562,3 +562,65 @@ fn usage_counted_before_a_graceful_stop_is_kept() {
     let usage = node.get(&format!("/v1/keys/{id}/usage")).expect("usage answers");
     assert_eq!(usage.body["requests"]["2xx"], 2, "{}", usage.text);
 }
+
+#[test]
+fn a_restarted_follower_refuses_credentials_until_it_has_caught_up() {
+    let _serial = serial();
+    let upstream = Upstream::start("api");
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    put_route(
+        cluster.node(leader),
+        "api",
+        json!({ "path_prefix": "/api", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] }),
+    );
+    let (id, key) = create_key_with(cluster.node(leader), json!({}));
+    for node in &cluster.nodes {
+        wait_served(node, "/api/x", &key);
+    }
+    let follower = cluster.follower_of(leader);
+    cluster.node_mut(follower).kill();
+    // While it is down: a long tail of writes, and the revocation at its very end, so that
+    // the restarted follower holds the key as active for the whole of its catch-up.
+    let admin_url = cluster.node(leader).admin_url("/v1/keys");
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let url = admin_url.clone();
+            std::thread::spawn(move || {
+                let client = http();
+                for _ in 0..400 {
+                    let created = client
+                        .post(&url)
+                        .bearer_auth(support::TOKEN)
+                        .json(&json!({ "name": "filler" }))
+                        .send()
+                        .expect("admin answers");
+                    assert_eq!(created.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let revoked = cluster
+        .node(leader)
+        .post(&format!("/v1/keys/{id}/revoke"), &json!({}))
+        .expect("admin answers");
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert_eq!(revoked.body["pending"], json!([follower]));
+
+    cluster.node_mut(follower).restart();
+    let restarted = cluster.node(follower);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Connection refused while it starts; never a 200 for the revoked key.
+        if let Some(answer) = restarted.proxy_get("/api/x", Some(&key)) {
+            assert_ne!(answer.status, 200, "a catching-up follower served a revoked key");
+            if answer.code() == "revoked" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the follower never caught up");
+    }
+}
