@@ -14,6 +14,7 @@ use hyper::body::{Frame, Incoming};
 
 use super::auth::X_API_KEY;
 use super::error::ProxyError;
+use super::idle::IdleTimeout;
 use super::read_model::KeyAuth;
 use super::route_table::CompiledRoute;
 use super::upstream::{choose, Target};
@@ -323,8 +324,11 @@ async fn relay(
                 .map_err(|_| ProxyError::BadGateway)?;
             builder.body(collected.to_bytes())
         }
-        Some(length) => builder.body(SizedStream::new(length, BodyDataStream::new(body))),
-        None => builder.streaming(BodyDataStream::new(body)),
+        Some(length) => builder.body(SizedStream::new(
+            length,
+            IdleTimeout::new(BodyDataStream::new(body), timeout),
+        )),
+        None => builder.streaming(IdleTimeout::new(BodyDataStream::new(body), timeout)),
     })
 }
 

@@ -7,12 +7,14 @@
 //! - [`auth`]: the API key and its life cycle;
 //! - [`upstream`]: target health and the choice of a target;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
+//! - [`idle`]: the idle timeout of a streamed response body;
 //! - [`usage`]: per-key request counts between usage reports;
 //! - [`error`]: the JSON errors and their stable codes.
 
 pub mod auth;
 pub mod error;
 pub mod forward;
+pub mod idle;
 pub mod path;
 pub mod read_model;
 pub mod route_table;
