@@ -166,6 +166,21 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
             );
         }
     }
+    // HEAD keeps the length the upstream announces for the same GET.
+    let get = http()
+        .get(via.proxy_url("/billing/x"))
+        .bearer_auth(&good)
+        .send()
+        .expect("get");
+    let get_length = get.headers()["content-length"].clone();
+    let head = http()
+        .head(via.proxy_url("/billing/x"))
+        .bearer_auth(&good)
+        .send()
+        .expect("head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], get_length);
+
     // Without a sent id, one is generated and returned to the client as well.
     let generated = http()
         .get(via.proxy_url("/billing/x"))
@@ -182,13 +197,13 @@ fn credentials_are_judged_the_same_on_every_node_and_never_reach_the_upstream() 
         .iter()
         .any(|s| s.headers.get("x-request-id") == Some(&id)));
 
-    // Usage: one successful request per node while waiting, then two through node 3.
+    // Usage: one successful request per node while waiting, then four through node 3.
     let usage = wait_for(Duration::from_secs(15), "usage to be folded in", || {
         let answer = admin.get(&format!("/v1/keys/{good_id}/usage"))?;
-        (answer.body["requests"]["2xx"].as_u64()? >= 5).then_some(answer)
+        (answer.body["requests"]["2xx"].as_u64()? >= 7).then_some(answer)
     });
-    assert_eq!(usage.body["requests"]["2xx"], 5, "{}", usage.text);
-    assert_eq!(usage.body["total"], 5, "{}", usage.text);
+    assert_eq!(usage.body["requests"]["2xx"], 7, "{}", usage.text);
+    assert_eq!(usage.body["total"], 7, "{}", usage.text);
     assert!(usage.body["last_used_at"].is_string());
 
     // Audit: every admin write, with its actor and outcome, failures included.

@@ -313,9 +313,17 @@ async fn relay(
         }
     }
     builder.insert_header((X_REQUEST_ID, request_id.clone()));
-    let bodiless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(builder.finish());
+    }
     Ok(match length {
-        _ if bodiless => builder.finish(),
+        // A HEAD answer has no body but keeps the length the upstream announced: an empty
+        // body of that declared size makes the encoder write the header and nothing else.
+        Some(length) if head_only => builder.body(SizedStream::new(
+            length,
+            futures::stream::empty::<Result<Bytes, std::io::Error>>(),
+        )),
+        None if head_only => builder.finish(),
         Some(length) if length <= SMALL_RESPONSE_BYTES => {
             let limit = usize::try_from(length).unwrap_or(0);
             let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
