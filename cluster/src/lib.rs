@@ -7,6 +7,8 @@
 //! - [`route`]: routes and their upstream targets, with their validation.
 //! - [`activity`]: per-key usage totals and the audit log.
 //! - [`settings`]: cluster-wide settings (what a stale replica does).
+//! - [`limits`]: exact cluster-wide limits through granted slices (the pure core; not yet
+//!   wired into commands).
 //! - [`command`]: what can be proposed to Raft and what applying it answers.
 //! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
 //! - [`secret`]: API key secrets: generation, checksum, hashing.
@@ -20,6 +22,7 @@
 
 pub mod activity;
 pub mod command;
+pub mod limits;
 pub mod model;
 pub mod peer;
 pub mod route;

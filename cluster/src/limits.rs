@@ -1,0 +1,463 @@
+//! Exact cluster-wide limits through granted slices (the pure core of issue 4).
+//!
+//! Every admitted request is paid for from a slice of capacity the cluster granted to the
+//! node that admitted it, so the requests admitted by all nodes together never exceed the
+//! limit. The rules that keep that sum exact:
+//!
+//! - a slice belongs to one window; a slice of a window that has ended is void;
+//! - what a slice may have paid for counts as consumed until its node reports the exact
+//!   number it spent: a node that dies or is cut off may have spent its whole slice, so
+//!   its last slice stays consumed; a later report (the node came back) credits the rest;
+//! - a node reports the spend of its earlier slices whenever it asks for a new one, so a
+//!   crash can lose at most the node's outstanding slices;
+//! - slices shrink as the window's capacity runs out, down to one request, so that what a
+//!   crash can strand stays small and nearly the whole limit is usable.
+//!
+//! Time is the proposer's stamped `now_ms`; nothing here reads a clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
+/// Each node's share of the remaining capacity is divided further by this, so that a
+/// single slice is a small part of what is left.
+const SLICE_DIVISOR: u64 = 8;
+
+/// How a limit's windows are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Period {
+    /// Fixed windows of this many seconds, aligned to the Unix epoch.
+    Seconds(u64),
+    /// Calendar days in UTC.
+    Day,
+    /// Calendar months in UTC.
+    Month,
+}
+
+/// One window: `[start_ms, end_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Window {
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+impl Window {
+    /// Returns whether `now_ms` lies inside the window.
+    pub fn contains(&self, now_ms: i64) -> bool {
+        self.start_ms <= now_ms && now_ms < self.end_ms
+    }
+}
+
+impl Period {
+    /// Returns the window that contains `now_ms`.
+    pub fn window_at(self, now_ms: i64) -> Window {
+        match self {
+            Period::Seconds(secs) => {
+                let length = i64::try_from(secs.max(1))
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000);
+                let start = now_ms.div_euclid(length) * length;
+                Window {
+                    start_ms: start,
+                    end_ms: start.saturating_add(length),
+                }
+            }
+            Period::Day => {
+                let start = now_ms.div_euclid(DAY_MS) * DAY_MS;
+                Window {
+                    start_ms: start,
+                    end_ms: start + DAY_MS,
+                }
+            }
+            Period::Month => {
+                let (year, month, _) = civil_from_days(now_ms.div_euclid(DAY_MS));
+                let (next_year, next_month) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
+                Window {
+                    start_ms: days_from_civil(year, month, 1) * DAY_MS,
+                    end_ms: days_from_civil(next_year, next_month, 1) * DAY_MS,
+                }
+            }
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// One granted slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub node: NodeId,
+    pub size: u64,
+    /// After this (proposer time) the node must not spend from the slice.
+    pub expires_at_ms: i64,
+    /// What the node reported it spent, once it has.
+    pub reported_spent: Option<u64>,
+}
+
+impl Slice {
+    /// Requests this slice may have paid for.
+    fn consumed(&self) -> u64 {
+        self.reported_spent
+            .map_or(self.size, |spent| spent.min(self.size))
+    }
+}
+
+/// The capacity of one limit in one window and the slices granted from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowLedger {
+    pub window: Window,
+    pub limit: u64,
+    pub slices: BTreeMap<u64, Slice>,
+}
+
+impl WindowLedger {
+    /// Requests the window's slices may have paid for.
+    pub fn consumed(&self) -> u64 {
+        self.slices.values().map(Slice::consumed).sum()
+    }
+
+    /// Capacity not yet granted.
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.consumed())
+    }
+}
+
+/// A node's report of what it spent from one of its slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendReport {
+    pub slice_id: u64,
+    pub spent: u64,
+}
+
+/// What a node asks for one limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceRequest {
+    pub node: NodeId,
+    /// The limit as the requester read it from the replicated state; a request made
+    /// against another limit or window is answered for the current ones.
+    pub limit: u64,
+    pub period: Period,
+    /// How much the node would like (its recent rate times the renewal interval).
+    pub want: u64,
+    /// How long the slice may be spent.
+    pub lease_ms: i64,
+    pub reports: Vec<SpendReport>,
+    pub now_ms: i64,
+}
+
+/// The answer to a [`SliceRequest`]; `size` 0 means the window is exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub slice_id: u64,
+    pub window: Window,
+    pub size: u64,
+    pub expires_at_ms: i64,
+    /// Capacity left in the window after this grant, for `RateLimit-Remaining`.
+    pub remaining: u64,
+}
+
+/// The ledgers of one limit: the current window (older ones are void and dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meter {
+    pub ledger: Option<WindowLedger>,
+    pub next_slice_id: u64,
+}
+
+impl Meter {
+    /// Applies a node's reports and grants it a slice of the current window. Pure.
+    pub fn grant(&mut self, request: &SliceRequest) -> Grant {
+        let window = request.period.window_at(request.now_ms);
+        let ledger = match &mut self.ledger {
+            Some(ledger) if ledger.window == window => ledger,
+            slot => slot.insert(WindowLedger {
+                window,
+                limit: request.limit,
+                slices: BTreeMap::new(),
+            }),
+        };
+        // A lowered limit takes effect at once; a raised one adds capacity.
+        ledger.limit = request.limit;
+        for report in &request.reports {
+            if let Some(slice) = ledger.slices.get_mut(&report.slice_id) {
+                if slice.node == request.node && slice.reported_spent.is_none() {
+                    slice.reported_spent = Some(report.spent.min(slice.size));
+                }
+            }
+        }
+        let remaining = ledger.remaining();
+        let holders = ledger
+            .slices
+            .values()
+            .filter(|s| s.reported_spent.is_none() && s.node != request.node)
+            .map(|s| s.node)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64
+            + 1;
+        let fair_share = (remaining / (holders * SLICE_DIVISOR)).max(1);
+        let size = request.want.max(1).min(fair_share).min(remaining);
+        let expires_at_ms = request.now_ms.saturating_add(request.lease_ms).min(window.end_ms);
+        let slice_id = self.next_slice_id;
+        self.next_slice_id += 1;
+        if size > 0 {
+            ledger.slices.insert(
+                slice_id,
+                Slice {
+                    node: request.node,
+                    size,
+                    expires_at_ms,
+                    reported_spent: None,
+                },
+            );
+        }
+        Grant {
+            slice_id,
+            window,
+            size,
+            expires_at_ms,
+            remaining: remaining - size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn calendar_windows_follow_utc_days_and_months() {
+        // 2024-02-29T12:00:00Z
+        let leap_noon = days_from_civil(2024, 2, 29) * DAY_MS + DAY_MS / 2;
+        let day = Period::Day.window_at(leap_noon);
+        assert_eq!(day.start_ms, days_from_civil(2024, 2, 29) * DAY_MS);
+        assert_eq!(day.end_ms - day.start_ms, DAY_MS);
+        let month = Period::Month.window_at(leap_noon);
+        assert_eq!(month.start_ms, days_from_civil(2024, 2, 1) * DAY_MS);
+        assert_eq!(month.end_ms, days_from_civil(2024, 3, 1) * DAY_MS);
+        assert_eq!((month.end_ms - month.start_ms) / DAY_MS, 29);
+        let december = Period::Month.window_at(days_from_civil(2025, 12, 31) * DAY_MS);
+        assert_eq!(december.end_ms, days_from_civil(2026, 1, 1) * DAY_MS);
+        assert_eq!(civil_from_days(days_from_civil(1969, 12, 31)), (1969, 12, 31));
+    }
+
+    #[test]
+    fn fixed_windows_are_epoch_aligned_and_contain_their_instant() {
+        let window = Period::Seconds(60).window_at(T0 + 12_345);
+        assert_eq!(window.start_ms % 60_000, 0);
+        assert!(window.contains(T0 + 12_345));
+        assert!(!window.contains(window.end_ms));
+    }
+
+    fn request(node: NodeId, want: u64, reports: Vec<SpendReport>, now: i64) -> SliceRequest {
+        SliceRequest {
+            node,
+            limit: 300,
+            period: Period::Seconds(60),
+            want,
+            lease_ms: 2_000,
+            reports,
+            now_ms: T0 + now,
+        }
+    }
+
+    #[test]
+    fn slices_shrink_to_one_and_the_limit_is_fully_usable() {
+        let mut meter = Meter::default();
+        let mut admitted = 0;
+        let mut previous: Option<Grant> = None;
+        loop {
+            let reports = previous
+                .map(|g| {
+                    vec![SpendReport {
+                        slice_id: g.slice_id,
+                        spent: g.size,
+                    }]
+                })
+                .unwrap_or_default();
+            let grant = meter.grant(&request(1, 1_000, reports, 0));
+            if grant.size == 0 {
+                break;
+            }
+            admitted += grant.size;
+            previous = Some(grant);
+        }
+        assert_eq!(
+            admitted, 300,
+            "one node spending everything it gets uses the whole limit"
+        );
+    }
+
+    #[test]
+    fn an_unreported_slice_stays_consumed_until_its_node_reports() {
+        let mut meter = Meter::default();
+        let dead = meter.grant(&request(1, 1_000, vec![], 0));
+        assert!(dead.size > 2);
+        // Long after its lease the slice still counts whole: its node may have spent it.
+        meter.grant(&request(2, 1, vec![], 30_000));
+        let slice = |meter: &Meter| meter.ledger.as_ref().expect("ledger").slices[&dead.slice_id].clone();
+        assert_eq!(slice(&meter).consumed(), dead.size);
+        // The node comes back and reports: only what it spent stays consumed.
+        meter.grant(&request(
+            1,
+            1,
+            vec![SpendReport {
+                slice_id: dead.slice_id,
+                spent: 2,
+            }],
+            31_000,
+        ));
+        assert_eq!(slice(&meter).consumed(), 2);
+        // A second report of the same slice changes nothing.
+        meter.grant(&request(
+            1,
+            1,
+            vec![SpendReport {
+                slice_id: dead.slice_id,
+                spent: 0,
+            }],
+            32_000,
+        ));
+        assert_eq!(slice(&meter).consumed(), 2);
+    }
+
+    #[test]
+    fn a_new_window_starts_empty_and_old_slices_are_void() {
+        let mut meter = Meter::default();
+        let first = meter.grant(&request(1, 1_000, vec![], 0));
+        let next = meter.grant(&request(1, 1_000, vec![], 60_000));
+        assert_ne!(first.window, next.window);
+        let ledger = meter.ledger.as_ref().expect("ledger");
+        assert_eq!(ledger.window, next.window);
+        assert_eq!(ledger.slices.keys().copied().collect::<Vec<_>>(), [next.slice_id]);
+    }
+
+    #[test]
+    fn reports_for_other_nodes_slices_are_ignored() {
+        let mut meter = Meter::default();
+        let theirs = meter.grant(&request(1, 1_000, vec![], 0));
+        meter.grant(&request(
+            2,
+            1,
+            vec![SpendReport {
+                slice_id: theirs.slice_id,
+                spent: 0,
+            }],
+            1,
+        ));
+        let slice = &meter.ledger.as_ref().expect("ledger").slices[&theirs.slice_id];
+        assert_eq!(slice.reported_spent, None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A node asks for a slice, reporting the slices it has closed.
+        Ask {
+            node: NodeId,
+            want: u64,
+            advance_ms: i64,
+        },
+        /// A node stops spending from one of its open slices after spending a fraction.
+        Close { node: NodeId, pick: usize, percent: u8 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (1u64..4, 1u64..200, 0i64..15_000)
+                .prop_map(|(node, want, advance_ms)| Step::Ask { node, want, advance_ms }),
+            2 => (1u64..4, any::<usize>(), 0u8..=100)
+                .prop_map(|(node, pick, percent)| Step::Close { node, pick, percent }),
+        ]
+    }
+
+    /// A slice as its node sees it.
+    struct Held {
+        node: NodeId,
+        grant: Grant,
+        /// What the node admitted from it; an open slice is assumed spent in full.
+        spent: u64,
+        closed: bool,
+        reported: bool,
+    }
+
+    proptest! {
+        /// For any interleaving of grants, spends, reports, lease expiries (a node that never
+        /// reports is one that died) and window changes, what all nodes admit in a window
+        /// never exceeds the limit, and neither does what the ledger counts as consumed.
+        #[test]
+        fn admitted_never_exceeds_the_limit(steps in proptest::collection::vec(step(), 1..150)) {
+            let mut meter = Meter::default();
+            let mut now = 0i64;
+            let mut held: Vec<Held> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Ask { node, want, advance_ms } => {
+                        now += advance_ms;
+                        let reports = held
+                            .iter_mut()
+                            .filter(|h| h.node == node && h.closed && !h.reported)
+                            .map(|h| {
+                                h.reported = true;
+                                SpendReport { slice_id: h.grant.slice_id, spent: h.spent }
+                            })
+                            .collect();
+                        let grant = meter.grant(&request(node, want, reports, now));
+                        prop_assert!(grant.window.contains(T0 + now));
+                        if grant.size > 0 {
+                            held.push(Held { node, grant, spent: grant.size, closed: false, reported: false });
+                        }
+                    }
+                    Step::Close { node, pick, percent } => {
+                        let open: Vec<usize> =
+                            (0..held.len()).filter(|&i| held[i].node == node && !held[i].closed).collect();
+                        if !open.is_empty() {
+                            let h = &mut held[open[pick % open.len()]];
+                            h.spent = h.grant.size * u64::from(percent) / 100;
+                            h.closed = true;
+                        }
+                    }
+                }
+                if let Some(ledger) = &meter.ledger {
+                    let admitted: u64 =
+                        held.iter().filter(|h| h.grant.window == ledger.window).map(|h| h.spent).sum();
+                    prop_assert!(admitted <= 300, "{} admitted in one window", admitted);
+                    prop_assert!(ledger.consumed() <= 300, "{} consumed", ledger.consumed());
+                    prop_assert!(admitted <= ledger.consumed());
+                }
+            }
+        }
+    }
+}
