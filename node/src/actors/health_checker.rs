@@ -53,9 +53,7 @@ pub fn due_probes(
             .map_or(DEFAULT_PROBE_INTERVAL, |h| Duration::from_millis(h.interval_ms));
         for target in &route.targets {
             let kind = match &route.health_check {
-                Some(check) => {
-                    ProbeKind::Http(format!("{}{}{}", target.origin, target.base_path, check.path))
-                }
+                Some(check) => ProbeKind::Http(format!("{}{}", target.base_url, check.path)),
                 None => ProbeKind::Tcp(target.authority.clone()),
             };
             let probe = Probe {

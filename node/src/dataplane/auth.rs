@@ -80,7 +80,7 @@ mod tests {
 
     fn key(status: KeyStatus, expires: Option<i64>, until: Option<i64>) -> KeyAuth {
         KeyAuth {
-            key_id: "key_a".into(),
+            key_id: http1::HeaderValue::from_static("key_a"),
             tenant: None,
             scopes: Scopes::All,
             status,

@@ -119,9 +119,8 @@ fn upstream_request(
     streamed_length: Option<u64>,
 ) -> Result<http1::Request<UpstreamBody>, ProxyError> {
     let path = route.upstream_path(path);
-    let mut uri = String::with_capacity(target.origin.len() + target.base_path.len() + path.len() + 64);
-    uri.push_str(&target.origin);
-    uri.push_str(&target.base_path);
+    let mut uri = String::with_capacity(target.base_url.len() + path.len() + 64);
+    uri.push_str(&target.base_url);
     uri.push_str(path);
     if !req.query_string().is_empty() {
         uri.push('?');
@@ -173,7 +172,7 @@ fn upstream_request(
             headers.insert(name, value);
         }
     };
-    set(headers, upstream_names::HOST, target.authority.as_bytes());
+    headers.insert(upstream_names::HOST, target.host_value.clone());
     set(headers, upstream_names::REQUEST_ID, request_id.as_bytes());
     let mut forwarded_for = Vec::with_capacity(64);
     if let Some(earlier) = incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
@@ -191,9 +190,9 @@ fn upstream_request(
         set(headers, upstream_names::FORWARDED_HOST, host.as_bytes());
     }
     if let Some(key) = key {
-        set(headers, upstream_names::KEY_ID, key.key_id.as_bytes());
+        headers.insert(upstream_names::KEY_ID, key.key_id.clone());
         if let Some(tenant) = &key.tenant {
-            set(headers, upstream_names::TENANT, tenant.as_bytes());
+            headers.insert(upstream_names::TENANT, tenant.clone());
         }
     }
     if let Some(length) = streamed_length {
@@ -204,12 +203,7 @@ fn upstream_request(
         );
     }
     for (name, value) in &route.headers {
-        if let (Ok(name), Ok(value)) = (
-            http1::HeaderName::from_bytes(name.as_str().as_bytes()),
-            http1::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.insert(name, value);
-        }
+        headers.insert(name.clone(), value.clone());
     }
     upstream.body(body).map_err(|_| ProxyError::BadRequest)
 }

@@ -33,7 +33,7 @@ use rand::RngCore;
 use crate::clock;
 use cluster::peer::LeaderContact;
 use error::ProxyError;
-use read_model::{KeyAuth, ReadModel};
+use read_model::ReadModel;
 use route_table::NoMatch;
 
 /// What every proxy worker shares.
@@ -55,6 +55,7 @@ async fn handle(
     client: web::Data<upstream_client::UpstreamClient>,
 ) -> HttpResponse {
     let request_id = request_id(&req);
+    let now_ms = clock::now_ms();
     let mut key = None;
     let outcome = async {
         let view = ctx.read_model.load_full();
@@ -70,7 +71,7 @@ async fn handle(
             if view.stale_policy == StalePolicy::FailClosed && ctx.contact.is_stale(ctx.max_staleness) {
                 return Err(ProxyError::StaleReplica);
             }
-            let authenticated = auth::authenticate(&view, req.headers(), clock::now_ms())?;
+            let authenticated = auth::authenticate(&view, req.headers(), now_ms)?;
             let allowed = authenticated.scopes.allow(&route.id);
             key = Some(authenticated);
             if !allowed {
@@ -86,13 +87,9 @@ async fn handle(
         response
     });
     if let Some(key) = &key {
-        record_usage(key, &response);
+        key.usage.record(response.status().as_u16(), now_ms);
     }
     response
-}
-
-fn record_usage(key: &KeyAuth, response: &HttpResponse) {
-    key.usage.record(response.status().as_u16(), clock::now_ms());
 }
 
 /// Keeps a caller's `X-Request-Id` when it is sane, else makes one.

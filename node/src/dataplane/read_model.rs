@@ -45,8 +45,9 @@ impl Scopes {
 /// One secret of a key, as the proxy checks it.
 #[derive(Debug)]
 pub struct KeyAuth {
-    pub key_id: String,
-    pub tenant: Option<String>,
+    /// The key id and tenant as the headers sent upstream, built when the key is applied.
+    pub key_id: http1::HeaderValue,
+    pub tenant: Option<http1::HeaderValue>,
     pub scopes: Scopes,
     pub status: KeyStatus,
     pub expires_at_ms: Option<i64>,
@@ -113,6 +114,15 @@ impl ReadModel {
     }
 
     fn insert_key(view: &mut View, writer: &mut WriterSide, record: &KeyRecord) {
+        // Ids and tenants were validated to a header-safe alphabet by `apply`.
+        let Ok(key_id) = http1::HeaderValue::from_str(&record.id) else {
+            tracing::error!(key = %record.id, "key id is not a valid header value; key not served");
+            return;
+        };
+        let tenant = record
+            .tenant
+            .as_deref()
+            .and_then(|t| http1::HeaderValue::from_str(t).ok());
         let usage = writer.usage_by_key.entry(record.id.clone()).or_default().clone();
         let scopes = Scopes::of(&record.scopes);
         let mut hashes = Vec::with_capacity(record.secrets.len());
@@ -120,8 +130,8 @@ impl ReadModel {
             view.keys.insert(
                 secret.hash,
                 Arc::new(KeyAuth {
-                    key_id: record.id.clone(),
-                    tenant: record.tenant.clone(),
+                    key_id: key_id.clone(),
+                    tenant: tenant.clone(),
                     scopes: scopes.clone(),
                     status: record.status,
                     expires_at_ms: record.expires_at_ms,

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use cluster::{Route, RouteAuth};
 
@@ -23,7 +22,8 @@ pub struct CompiledRoute {
     pub targets: Vec<Target>,
     pub timeout: std::time::Duration,
     pub retries: u32,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers set on every forwarded request, in the upstream client's types.
+    pub headers: Vec<(http1::HeaderName, http1::HeaderValue)>,
     pub health_check: Option<cluster::route::HealthCheck>,
 }
 
@@ -53,8 +53,8 @@ impl CompiledRoute {
                 .iter()
                 .filter_map(|(name, value)| {
                     Some((
-                        HeaderName::from_bytes(name.as_bytes()).ok()?,
-                        HeaderValue::from_str(value).ok()?,
+                        http1::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        http1::HeaderValue::from_str(value).ok()?,
                     ))
                 })
                 .collect(),

@@ -100,12 +100,13 @@ impl HealthRegistry {
 pub struct Target {
     /// The configured URL, as the operator wrote it (health registry key).
     pub url: String,
-    /// `scheme://host:port`.
-    pub origin: String,
-    /// `host:port`, for the `Host` header and TCP probes.
+    /// `scheme://host:port` and the path the target is mounted under, without a trailing
+    /// `/`: a request's path is appended to it.
+    pub base_url: String,
+    /// `host:port`, for TCP probes.
     pub authority: String,
-    /// Path the target is mounted under, without a trailing `/` ("" for the root).
-    pub base_path: String,
+    /// `authority` as the `Host` header sent upstream, built once.
+    pub host_value: http1::HeaderValue,
     pub weight: u32,
     pub priority: u32,
     pub health: Arc<TargetHealth>,
@@ -121,9 +122,13 @@ impl Target {
         let authority = format!("{}:{port}", url.host()?);
         Some(Self {
             url: target.url.clone(),
-            origin: format!("{}://{authority}", url.scheme()),
+            base_url: format!(
+                "{}://{authority}{}",
+                url.scheme(),
+                url.path().trim_end_matches('/')
+            ),
+            host_value: http1::HeaderValue::from_str(&authority).ok()?,
             authority,
-            base_path: url.path().trim_end_matches('/').to_owned(),
             weight: target.weight,
             priority: target.priority,
             health: registry.entry(&target.url),
@@ -239,11 +244,12 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(target.authority, "[::1]:8081");
-        assert_eq!(target.origin, "http://[::1]:8081");
+        assert_eq!(target.base_url, "http://[::1]:8081");
+        assert_eq!(target.host_value, "[::1]:8081");
     }
 
     #[test]
-    fn compiled_targets_split_origin_and_base_path() {
+    fn compiled_targets_keep_their_base_path() {
         let registry = HealthRegistry::default();
         let target = Target::compile(
             &UpstreamTarget {
@@ -254,8 +260,7 @@ mod tests {
             &registry,
         )
         .expect("valid");
-        assert_eq!(target.origin, "http://localhost:8081");
-        assert_eq!(target.base_path, "/v2");
+        assert_eq!(target.base_url, "http://localhost:8081/v2");
         assert!(Arc::ptr_eq(
             &target.health,
             &registry.entry("http://localhost:8081/v2/")
