@@ -94,6 +94,7 @@ impl Upstream {
                         "/health",
                         web::get().to(|| async { HttpResponse::Ok().body("ok") }),
                     )
+                    .route("/delay/{ms}", web::get().to(slow))
                     .default_service(web::to(echo))
             })
             .workers(2)
@@ -114,6 +115,12 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Answers after `ms` milliseconds: an upstream slower than a route's timeout.
+async fn slow(ms: web::Path<u64>) -> HttpResponse {
+    actix_rt::time::sleep(std::time::Duration::from_millis(ms.into_inner())).await;
+    HttpResponse::Ok().body("late")
 }
 
 async fn echo(
