@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::activity::{AuditRecord, UsageReport};
-use crate::model::{KeyRecord, KeySecret, NodeInfo, RateLimit};
+use crate::limits::{Grant, Limit, MeterId, SpendReport};
+use crate::model::{KeyRecord, KeySecret, NodeInfo, Tenant};
 use crate::route::Route;
 use crate::settings::ClusterSettings;
 use crate::types::NodeId;
@@ -21,6 +22,8 @@ pub enum Command {
         grace_ms: u64,
         now_ms: i64,
     },
+    /// Changes a key's name, scopes or limits; `None` leaves a field as it is.
+    UpdateKey(Box<KeyUpdate>),
     /// Marks a key revoked. Revoking a revoked key answers the key unchanged.
     RevokeKey { id: String, now_ms: i64 },
     /// Removes a key and all its secrets.
@@ -38,6 +41,16 @@ pub enum Command {
     DeleteRoute { id: String, now_ms: i64 },
     /// Replaces the cluster-wide settings.
     SetSettings { settings: ClusterSettings, now_ms: i64 },
+    /// Creates or replaces a tenant's limits.
+    PutTenant {
+        id: String,
+        limits: Vec<Limit>,
+        now_ms: i64,
+    },
+    /// Removes a tenant record and its meters (its keys keep naming it).
+    DeleteTenant { id: String, now_ms: i64 },
+    /// One node's batch of spend reports and requests for capacity, one per meter.
+    GrantSlices(Box<SliceBatch>),
     /// Folds one node's per-key request counts into the totals.
     RecordUsage(Box<UsageReport>),
     /// An admin write: applies `command` and appends its outcome to the audit log in the
@@ -45,6 +58,44 @@ pub enum Command {
     Audited(Box<Audited>),
     /// Appends an audit entry for an operation that is not a command (membership changes).
     RecordAudit(Box<AuditRecord>),
+}
+
+/// The fields of a key a `PATCH` changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUpdate {
+    pub id: String,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub limits: Option<Vec<Limit>>,
+    pub now_ms: i64,
+}
+
+/// What a node's quota leaser asks for in one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceBatch {
+    pub node: NodeId,
+    /// The node's clock when it asked: windows and lease ends are computed from it.
+    pub now_ms: i64,
+    /// How long the granted slices may be spent.
+    pub lease_ms: i64,
+    pub asks: Vec<SliceAsk>,
+}
+
+/// One meter's part of a [`SliceBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceAsk {
+    pub meter: MeterId,
+    /// Capacity wanted; 0 only reports.
+    pub want: u64,
+    pub reports: Vec<SpendReport>,
+}
+
+/// The answer to one [`SliceAsk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SliceAnswer {
+    Granted(Grant),
+    /// The meter's limit no longer exists: the subject or the limit was removed.
+    NoLimit,
 }
 
 /// An admin write with who made it and when.
@@ -94,7 +145,7 @@ pub struct NewKey {
     pub name: String,
     pub tenant: Option<String>,
     pub scopes: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
+    pub limits: Vec<Limit>,
     pub expires_at_ms: Option<i64>,
     pub metadata_json: String,
     pub secret: KeySecret,
@@ -106,6 +157,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::CreateKey(_) => "create_key",
+            Command::UpdateKey(_) => "update_key",
             Command::RotateKey { .. } => "rotate_key",
             Command::RevokeKey { .. } => "revoke_key",
             Command::DeleteKey { .. } => "delete_key",
@@ -115,6 +167,9 @@ impl Command {
             Command::PutRoute { .. } => "put_route",
             Command::DeleteRoute { .. } => "delete_route",
             Command::SetSettings { .. } => "set_settings",
+            Command::PutTenant { .. } => "put_tenant",
+            Command::DeleteTenant { .. } => "delete_tenant",
+            Command::GrantSlices(_) => "grant_slices",
             Command::RecordUsage(_) => "record_usage",
             Command::Audited(audited) => audited.command.kind(),
             Command::RecordAudit(_) => "record_audit",
@@ -128,11 +183,15 @@ impl Command {
             Command::RotateKey { id, .. }
             | Command::RevokeKey { id, .. }
             | Command::DeleteKey { id, .. }
-            | Command::DeleteRoute { id, .. } => id.clone(),
+            | Command::DeleteRoute { id, .. }
+            | Command::PutTenant { id, .. }
+            | Command::DeleteTenant { id, .. } => id.clone(),
+            Command::UpdateKey(update) => update.id.clone(),
             Command::PutRoute { route, .. } => route.id.clone(),
             Command::RegisterNode(info) => info.id.to_string(),
             Command::ForgetNode { id } => id.to_string(),
             Command::RecordUsage(report) => report.node.to_string(),
+            Command::GrantSlices(batch) => batch.node.to_string(),
             Command::ExpireKeys { .. } | Command::SetSettings { .. } => "cluster".to_owned(),
             Command::Audited(audited) => audited.command.target(),
             Command::RecordAudit(record) => record.target.clone(),
@@ -161,6 +220,12 @@ pub enum Response {
     RouteDeleted { id: String },
     /// The settings after the change.
     Settings(ClusterSettings),
+    /// The tenant after the change.
+    Tenant(Box<Tenant>),
+    /// The tenant was removed.
+    TenantDeleted { id: String },
+    /// One answer per ask of a [`SliceBatch`], in order.
+    Slices(Vec<SliceAnswer>),
     /// A usage report was folded in; `keys` counts the keys that still exist.
     UsageRecorded { keys: u64 },
     /// An audit entry was appended.
@@ -184,6 +249,8 @@ pub enum Rejection {
     KeyExpired { id: String },
     #[error("route {id} does not exist")]
     RouteNotFound { id: String },
+    #[error("tenant {id} does not exist")]
+    TenantNotFound { id: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
 }
@@ -192,7 +259,9 @@ impl Rejection {
     /// Returns the stable machine-readable code of this rejection.
     pub fn code(&self) -> &'static str {
         match self {
-            Rejection::KeyNotFound { .. } | Rejection::RouteNotFound { .. } => "not_found",
+            Rejection::KeyNotFound { .. }
+            | Rejection::RouteNotFound { .. }
+            | Rejection::TenantNotFound { .. } => "not_found",
             Rejection::KeyExists { .. } => "already_exists",
             Rejection::SecretCollision => "conflict",
             Rejection::KeyRevoked { .. } => "key_revoked",

@@ -3,12 +3,11 @@
 //! # Layout
 //!
 //! - [`types`]: the openraft type configuration every crate agrees on.
-//! - [`model`]: the records the cluster replicates (API keys, node info).
+//! - [`model`]: the records the cluster replicates (API keys, tenants, node info).
 //! - [`route`]: routes and their upstream targets, with their validation.
 //! - [`activity`]: per-key usage totals and the audit log.
 //! - [`settings`]: cluster-wide settings (what a stale replica does).
-//! - [`limits`]: exact cluster-wide limits through granted slices (the pure core; not yet
-//!   wired into commands).
+//! - [`limits`]: exact cluster-wide limits through granted slices of capacity.
 //! - [`command`]: what can be proposed to Raft and what applying it answers.
 //! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
 //! - [`secret`]: API key secrets: generation, checksum, hashing.
@@ -34,7 +33,8 @@ pub mod validate;
 pub mod wire;
 
 pub use command::{Command, Outcome, Proposal, Rejection, Response};
-pub use model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, RateLimit};
+pub use limits::{Limit, MeterId, Period, Subject};
+pub use model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, Tenant};
 pub use route::{Route, RouteAuth, UpstreamTarget};
 pub use settings::{ClusterSettings, StalePolicy};
 pub use state::{apply, apply_proposal, State};

@@ -28,7 +28,7 @@ const DAY_MS: i64 = 86_400_000;
 const SLICE_DIVISOR: u64 = 8;
 
 /// How a limit's windows are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Period {
     /// Fixed windows of this many seconds, aligned to the Unix epoch.
     Seconds(u64),
@@ -114,23 +114,42 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// One granted slice.
+/// A limit on a key or a tenant: at most `requests` per window of `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub requests: u64,
+    pub period: Period,
+}
+
+impl Limit {
+    /// Returns whether the limit is a rate limit (short fixed windows, refusals say
+    /// `rate_limited`) rather than a quota (calendar periods, `quota_exceeded`).
+    pub fn is_rate(&self) -> bool {
+        matches!(self.period, Period::Seconds(_))
+    }
+}
+
+/// Whose requests a meter counts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Subject {
+    Key(String),
+    Tenant(String),
+}
+
+/// One limit of one subject: a subject has at most one limit per period.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MeterId {
+    pub subject: Subject,
+    pub period: Period,
+}
+
+/// One granted slice that its node has not yet reported on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slice {
     pub node: NodeId,
     pub size: u64,
-    /// After this (proposer time) the node must not spend from the slice.
+    /// After this (the requester's stamped time) the node must not spend from the slice.
     pub expires_at_ms: i64,
-    /// What the node reported it spent, once it has.
-    pub reported_spent: Option<u64>,
-}
-
-impl Slice {
-    /// Requests this slice may have paid for.
-    fn consumed(&self) -> u64 {
-        self.reported_spent
-            .map_or(self.size, |spent| spent.min(self.size))
-    }
 }
 
 /// The capacity of one limit in one window and the slices granted from it.
@@ -138,22 +157,37 @@ impl Slice {
 pub struct WindowLedger {
     pub window: Window,
     pub limit: u64,
-    pub slices: BTreeMap<u64, Slice>,
+    /// Requests the reported slices paid for.
+    pub settled: u64,
+    /// Slices not yet reported on, by id. Each may have paid for its whole size: its node
+    /// may have spent all of it and died before saying so.
+    pub open: BTreeMap<u64, Slice>,
 }
 
 impl WindowLedger {
     /// Requests the window's slices may have paid for.
     pub fn consumed(&self) -> u64 {
-        self.slices.values().map(Slice::consumed).sum()
+        self.settled
+            .saturating_add(self.open.values().map(|s| s.size).sum::<u64>())
     }
 
     /// Capacity not yet granted.
     pub fn remaining(&self) -> u64 {
         self.limit.saturating_sub(self.consumed())
     }
+
+    /// Capacity held by slices that may still be spent at `now_ms`.
+    pub fn outstanding(&self, now_ms: i64) -> u64 {
+        self.open
+            .values()
+            .filter(|s| now_ms < s.expires_at_ms)
+            .map(|s| s.size)
+            .sum()
+    }
 }
 
-/// A node's report of what it spent from one of its slices.
+/// A node's report of what it spent from one of its slices, sent once it stopped spending
+/// from it (used up, lease over, or window over).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpendReport {
     pub slice_id: u64,
@@ -164,11 +198,10 @@ pub struct SpendReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceRequest {
     pub node: NodeId,
-    /// The limit as the requester read it from the replicated state; a request made
-    /// against another limit or window is answered for the current ones.
-    pub limit: u64,
-    pub period: Period,
-    /// How much the node would like (its recent rate times the renewal interval).
+    /// The limit as the replicated state holds it when the request is applied.
+    pub limit: Limit,
+    /// How much the node would like (about what it expects to admit in one lease); 0 asks
+    /// for nothing and only reports.
     pub want: u64,
     /// How long the slice may be spent.
     pub lease_ms: i64,
@@ -176,18 +209,19 @@ pub struct SliceRequest {
     pub now_ms: i64,
 }
 
-/// The answer to a [`SliceRequest`]; `size` 0 means the window is exhausted.
+/// The answer to a [`SliceRequest`]; `size` 0 means nothing was granted (the window is
+/// exhausted, or the request asked for nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     pub slice_id: u64,
     pub window: Window,
     pub size: u64,
     pub expires_at_ms: i64,
-    /// Capacity left in the window after this grant, for `RateLimit-Remaining`.
+    /// Capacity left ungranted in the window after this grant, for `RateLimit-Remaining`.
     pub remaining: u64,
 }
 
-/// The ledgers of one limit: the current window (older ones are void and dropped).
+/// The ledger of one limit's current window (older windows are void and dropped).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meter {
     pub ledger: Option<WindowLedger>,
@@ -195,51 +229,77 @@ pub struct Meter {
 }
 
 impl Meter {
+    /// Returns the ledger if it is the window that contains `now_ms`.
+    pub fn current(&self, period: Period, now_ms: i64) -> Option<&WindowLedger> {
+        let window = period.window_at(now_ms);
+        self.ledger.as_ref().filter(|ledger| ledger.window == window)
+    }
+
     /// Applies a node's reports and grants it a slice of the current window. Pure.
     pub fn grant(&mut self, request: &SliceRequest) -> Grant {
-        let window = request.period.window_at(request.now_ms);
+        let window = request.limit.period.window_at(request.now_ms);
+        let slice_id = self.next_slice_id;
+        self.next_slice_id += 1;
+        let refused = Grant {
+            slice_id,
+            window,
+            size: 0,
+            expires_at_ms: request.now_ms,
+            remaining: 0,
+        };
         let ledger = match &mut self.ledger {
             Some(ledger) if ledger.window == window => ledger,
+            // A requester whose clock lags behind the window the ledger already moved to
+            // gets nothing: granting from its window would reopen a closed one.
+            Some(ledger) if ledger.window.start_ms > window.start_ms => return refused,
             slot => slot.insert(WindowLedger {
                 window,
-                limit: request.limit,
-                slices: BTreeMap::new(),
+                limit: request.limit.requests,
+                settled: 0,
+                open: BTreeMap::new(),
             }),
         };
         // A lowered limit takes effect at once; a raised one adds capacity.
-        ledger.limit = request.limit;
+        ledger.limit = request.limit.requests;
         for report in &request.reports {
-            if let Some(slice) = ledger.slices.get_mut(&report.slice_id) {
-                if slice.node == request.node && slice.reported_spent.is_none() {
-                    slice.reported_spent = Some(report.spent.min(slice.size));
+            if ledger
+                .open
+                .get(&report.slice_id)
+                .is_some_and(|slice| slice.node == request.node)
+            {
+                if let Some(slice) = ledger.open.remove(&report.slice_id) {
+                    ledger.settled = ledger.settled.saturating_add(report.spent.min(slice.size));
                 }
             }
         }
         let remaining = ledger.remaining();
+        if request.want == 0 || remaining == 0 {
+            return Grant { remaining, ..refused };
+        }
+        // Other nodes that may still spend share what is left; a node whose lease ran out
+        // no longer competes for it.
         let holders = ledger
-            .slices
+            .open
             .values()
-            .filter(|s| s.reported_spent.is_none() && s.node != request.node)
+            .filter(|s| s.node != request.node && request.now_ms < s.expires_at_ms)
             .map(|s| s.node)
             .collect::<std::collections::BTreeSet<_>>()
             .len() as u64
             + 1;
         let fair_share = (remaining / (holders * SLICE_DIVISOR)).max(1);
-        let size = request.want.max(1).min(fair_share).min(remaining);
-        let expires_at_ms = request.now_ms.saturating_add(request.lease_ms).min(window.end_ms);
-        let slice_id = self.next_slice_id;
-        self.next_slice_id += 1;
-        if size > 0 {
-            ledger.slices.insert(
-                slice_id,
-                Slice {
-                    node: request.node,
-                    size,
-                    expires_at_ms,
-                    reported_spent: None,
-                },
-            );
-        }
+        let size = request.want.min(fair_share).min(remaining);
+        let expires_at_ms = request
+            .now_ms
+            .saturating_add(request.lease_ms.max(1))
+            .min(window.end_ms);
+        ledger.open.insert(
+            slice_id,
+            Slice {
+                node: request.node,
+                size,
+                expires_at_ms,
+            },
+        );
         Grant {
             slice_id,
             window,
@@ -285,8 +345,10 @@ mod tests {
     fn request(node: NodeId, want: u64, reports: Vec<SpendReport>, now: i64) -> SliceRequest {
         SliceRequest {
             node,
-            limit: 300,
-            period: Period::Seconds(60),
+            limit: Limit {
+                requests: 300,
+                period: Period::Seconds(60),
+            },
             want,
             lease_ms: 2_000,
             reports,
@@ -326,32 +388,43 @@ mod tests {
         let mut meter = Meter::default();
         let dead = meter.grant(&request(1, 1_000, vec![], 0));
         assert!(dead.size > 2);
+        let consumed = |meter: &Meter| meter.ledger.as_ref().expect("ledger").consumed();
         // Long after its lease the slice still counts whole: its node may have spent it.
-        meter.grant(&request(2, 1, vec![], 30_000));
-        let slice = |meter: &Meter| meter.ledger.as_ref().expect("ledger").slices[&dead.slice_id].clone();
-        assert_eq!(slice(&meter).consumed(), dead.size);
+        let other = meter.grant(&request(2, 1, vec![], 30_000));
+        assert_eq!(consumed(&meter), dead.size + other.size);
         // The node comes back and reports: only what it spent stays consumed.
-        meter.grant(&request(
-            1,
-            1,
+        let report = |spent| {
             vec![SpendReport {
                 slice_id: dead.slice_id,
-                spent: 2,
-            }],
-            31_000,
-        ));
-        assert_eq!(slice(&meter).consumed(), 2);
+                spent,
+            }]
+        };
+        meter.grant(&request(1, 0, report(2), 31_000));
+        assert_eq!(consumed(&meter), 2 + other.size);
         // A second report of the same slice changes nothing.
-        meter.grant(&request(
-            1,
-            1,
-            vec![SpendReport {
-                slice_id: dead.slice_id,
-                spent: 0,
-            }],
-            32_000,
-        ));
-        assert_eq!(slice(&meter).consumed(), 2);
+        meter.grant(&request(1, 0, report(0), 32_000));
+        assert_eq!(consumed(&meter), 2 + other.size);
+    }
+
+    #[test]
+    fn a_node_whose_lease_ran_out_no_longer_shrinks_the_others_share() {
+        let mut meter = Meter::default();
+        meter.grant(&request(1, 1_000, vec![], 0));
+        let while_held = meter.grant(&request(2, 1_000, vec![], 1)).size;
+        let mut fresh = meter.clone();
+        let after_lease = fresh.grant(&request(2, 1_000, vec![], 5_000)).size;
+        let during_lease = meter.grant(&request(2, 1_000, vec![], 1_000)).size;
+        assert!(after_lease > during_lease, "{after_lease} vs {during_lease}");
+        assert!(while_held > 0);
+    }
+
+    #[test]
+    fn a_requester_behind_the_ledgers_window_gets_nothing() {
+        let mut meter = Meter::default();
+        let later = meter.grant(&request(1, 10, vec![], 60_000));
+        let earlier = meter.grant(&request(2, 10, vec![], 30_000));
+        assert_eq!(earlier.size, 0);
+        assert_eq!(meter.ledger.as_ref().expect("ledger").window, later.window);
     }
 
     #[test]
@@ -362,7 +435,7 @@ mod tests {
         assert_ne!(first.window, next.window);
         let ledger = meter.ledger.as_ref().expect("ledger");
         assert_eq!(ledger.window, next.window);
-        assert_eq!(ledger.slices.keys().copied().collect::<Vec<_>>(), [next.slice_id]);
+        assert_eq!(ledger.open.keys().copied().collect::<Vec<_>>(), [next.slice_id]);
     }
 
     #[test]
@@ -378,8 +451,12 @@ mod tests {
             }],
             1,
         ));
-        let slice = &meter.ledger.as_ref().expect("ledger").slices[&theirs.slice_id];
-        assert_eq!(slice.reported_spent, None);
+        assert!(meter
+            .ledger
+            .as_ref()
+            .expect("ledger")
+            .open
+            .contains_key(&theirs.slice_id));
     }
 
     #[derive(Debug, Clone)]

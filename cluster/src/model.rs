@@ -5,19 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::Limit;
 use crate::types::NodeId;
 
 /// A SHA-256 digest of an API key secret; the only form in which a secret is replicated.
 pub type SecretHash = [u8; 32];
-
-/// A fixed-window request limit attached to a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimit {
-    /// Requests admitted per window.
-    pub requests: u64,
-    /// Window length in seconds.
-    pub window_secs: u64,
-}
 
 /// Where a key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,8 +65,9 @@ pub struct KeyRecord {
     pub tenant: Option<String>,
     /// Route ids this key may call; `["*"]` means every route, an empty list none.
     pub scopes: Vec<String>,
-    /// Optional request limit.
-    pub rate_limit: Option<RateLimit>,
+    /// Rate limits and quotas on the key's own requests, at most one per period; the
+    /// tenant's limits apply on top.
+    pub limits: Vec<Limit>,
     /// Absolute expiry (Unix milliseconds).
     pub expires_at_ms: Option<i64>,
     /// Caller-supplied metadata, a JSON object kept as compact JSON text (bincode cannot
@@ -104,6 +97,16 @@ impl KeyRecord {
             status => status,
         }
     }
+}
+
+/// A tenant: the limits that cover all its keys together. Keys name their tenant freely;
+/// a tenant record exists only once limits are set for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub limits: Vec<Limit>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
 }
 
 /// What a member tells the cluster about itself, so any node can show every member's

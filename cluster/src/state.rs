@@ -1,7 +1,10 @@
 //! The replicated state and its pure `apply`.
 
 mod activity;
+mod limits;
 mod routes;
+
+pub use limits::{MAX_LEASE_MS, MAX_SLICE_ASKS, MAX_SPEND_REPORTS};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -9,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::activity::{AuditEntry, KeyUsage};
 use crate::command::{Command, NewKey, Outcome, Proposal, Rejection, Response};
-use crate::model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, SecretHash};
+use crate::limits::{Meter, MeterId};
+use crate::model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, SecretHash, Tenant};
 use crate::route::Route;
 use crate::settings::ClusterSettings;
 use crate::types::NodeId;
@@ -26,6 +30,10 @@ pub struct State {
     routes: BTreeMap<String, Route>,
     /// Cluster-wide settings.
     settings: ClusterSettings,
+    /// Tenants with limits, by id.
+    tenants: BTreeMap<String, Tenant>,
+    /// The current window's ledger of every limit that has been asked for.
+    meters: BTreeMap<MeterId, Meter>,
     /// Request totals by key id.
     usage: BTreeMap<String, KeyUsage>,
     /// The most recent admin writes, oldest first.
@@ -49,6 +57,7 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
             grace_ms,
             now_ms,
         } => state.rotate_key(id, secret, *grace_ms, *now_ms),
+        Command::UpdateKey(update) => state.update_key(update),
         Command::RevokeKey { id, now_ms } => state.revoke_key(id, *now_ms),
         Command::DeleteKey { id, .. } => state.delete_key(id),
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
@@ -57,6 +66,9 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         Command::PutRoute { route, now_ms } => state.put_route(route, *now_ms),
         Command::DeleteRoute { id, .. } => state.delete_route(id),
         Command::SetSettings { settings, now_ms } => Ok(state.set_settings(settings, *now_ms)),
+        Command::PutTenant { id, limits, now_ms } => state.put_tenant(id, limits, *now_ms),
+        Command::DeleteTenant { id, .. } => state.delete_tenant(id),
+        Command::GrantSlices(batch) => state.grant_slices(batch),
         Command::RecordUsage(report) => state.record_usage(report),
         Command::Audited(audited) => state.apply_audited(audited),
         Command::RecordAudit(record) => state.record_audit(record),
@@ -148,7 +160,7 @@ impl State {
             name: new.name.clone(),
             tenant: new.tenant.clone(),
             scopes: new.scopes.clone(),
-            rate_limit: new.rate_limit,
+            limits: new.limits.clone(),
             expires_at_ms: new.expires_at_ms,
             metadata_json: new.metadata_json.clone(),
             secrets: vec![KeySecret {
@@ -226,6 +238,7 @@ impl State {
     fn delete_key(&mut self, id: &str) -> Result<Response, Rejection> {
         let key = self.keys.remove(id).ok_or_else(|| not_found(id))?;
         self.usage.remove(id);
+        self.forget_meters(&crate::limits::Subject::Key(key.id.clone()), &[]);
         for secret in &key.secrets {
             self.key_by_hash.remove(&secret.hash);
         }
@@ -284,9 +297,7 @@ fn validate_new_key(new: &NewKey) -> Result<(), FieldError> {
         validate::id("tenant", tenant)?;
     }
     validate::scopes(&new.scopes)?;
-    if let Some(limit) = &new.rate_limit {
-        validate::rate_limit(limit)?;
-    }
+    validate::limits(&new.limits)?;
     if let Some(at) = new.expires_at_ms {
         validate::expires_at(at, new.now_ms)?;
     }

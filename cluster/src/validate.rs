@@ -1,7 +1,7 @@
 //! Input rules shared by the admin API (which reports every problem at once) and `apply`
 //! (which rejects a command that breaks one, whoever proposed it).
 
-use crate::model::RateLimit;
+use crate::limits::{Limit, Period};
 
 /// Longest identifier (key ids, tenant ids, route ids in scopes).
 pub const MAX_ID_LEN: usize = 64;
@@ -15,6 +15,10 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_GRACE_SECS: u64 = 30 * 24 * 3600;
 /// Longest rate-limit window: one year.
 pub const MAX_WINDOW_SECS: u64 = 366 * 24 * 3600;
+/// Most limits on one key or tenant.
+pub const MAX_LIMITS: usize = 8;
+/// Largest number of requests a limit may admit per window.
+pub const MAX_LIMIT_REQUESTS: u64 = 1_000_000_000_000;
 
 /// One broken rule: which field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,16 +82,37 @@ pub fn scopes(values: &[String]) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Checks a rate limit: at least one request, a window of 1 s to one year.
-pub fn rate_limit(limit: &RateLimit) -> Result<(), FieldError> {
-    if limit.requests == 0 {
-        return Err(FieldError::new("rate_limit.requests", "must be at least 1"));
+/// Checks a key's or tenant's limits: each admits at least one request, fixed windows
+/// last 1 s to a year, and a subject has at most one limit per period (two limits of the
+/// same period would only make the smaller one matter).
+pub fn limits(limits: &[Limit]) -> Result<(), FieldError> {
+    if limits.len() > MAX_LIMITS {
+        return Err(FieldError::new("limits", format!("at most {MAX_LIMITS} entries")));
     }
-    if limit.window_secs == 0 || limit.window_secs > MAX_WINDOW_SECS {
-        return Err(FieldError::new(
-            "rate_limit.window_secs",
-            format!("must be 1 to {MAX_WINDOW_SECS}"),
-        ));
+    for (index, limit) in limits.iter().enumerate() {
+        if limit.requests == 0 || limit.requests > MAX_LIMIT_REQUESTS {
+            return Err(FieldError::new(
+                format!("limits[{index}].requests"),
+                format!("must be 1 to {MAX_LIMIT_REQUESTS}"),
+            ));
+        }
+        if let Period::Seconds(secs) = limit.period {
+            if secs == 0 || secs > MAX_WINDOW_SECS {
+                return Err(FieldError::new(
+                    format!("limits[{index}].window_secs"),
+                    format!("must be 1 to {MAX_WINDOW_SECS}"),
+                ));
+            }
+        }
+        if limits[..index]
+            .iter()
+            .any(|earlier| earlier.period == limit.period)
+        {
+            return Err(FieldError::new(
+                format!("limits[{index}]"),
+                "another limit has the same window",
+            ));
+        }
     }
     Ok(())
 }
@@ -146,13 +171,26 @@ mod tests {
 
     #[test]
     fn limits_need_a_positive_count_and_a_bounded_window() {
-        let ok = RateLimit {
+        let ok = Limit {
             requests: 10,
-            window_secs: 60,
+            period: Period::Seconds(60),
         };
-        assert!(rate_limit(&ok).is_ok());
-        assert!(rate_limit(&RateLimit { requests: 0, ..ok }).is_err());
-        assert!(rate_limit(&RateLimit { window_secs: 0, ..ok }).is_err());
+        let day = Limit {
+            requests: 1_000,
+            period: Period::Day,
+        };
+        assert!(limits(&[ok, day]).is_ok());
+        assert!(limits(&[Limit { requests: 0, ..ok }]).is_err());
+        assert!(limits(&[Limit {
+            period: Period::Seconds(0),
+            ..ok
+        }])
+        .is_err());
+        assert!(
+            limits(&[ok, Limit { requests: 5, ..ok }]).is_err(),
+            "same window twice"
+        );
+        assert!(limits(&[ok; MAX_LIMITS + 1]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::actors::announcer::Announcer;
 use crate::actors::health_checker::HealthChecker;
 use crate::actors::janitor::ExpiryJanitor;
+use crate::actors::quota_leaser::QuotaLeaser;
 use crate::actors::usage_flusher::UsageFlusher;
 use crate::admin::{self, AdminContext, AdminTokenDigest};
 use crate::admin_token::{self, TokenSource};
@@ -106,6 +107,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 
     let janitor = ExpiryJanitor::new(cluster.clone(), config.expiry_interval).start();
     let health_checker = HealthChecker::new(read_model.clone()).start();
+    let quota_leaser = QuotaLeaser::new(cluster.clone(), read_model.limiter().clone()).start();
     let usage_flusher =
         UsageFlusher::new(cluster.clone(), read_model.clone(), config.usage_flush_interval).start();
     let announcer = Announcer::new(
@@ -136,9 +138,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     drop(announcer);
     drop(health_checker);
     drop(usage_flusher);
+    drop(quota_leaser);
     let [peer_handle, admin_handle, proxy_handle] = servers;
     proxy_handle.stop(true).await;
     crate::actors::usage_flusher::flush_now(&cluster, &read_model).await;
+    crate::actors::quota_leaser::release_all(&cluster, read_model.limiter()).await;
     admin_handle.stop(true).await;
     cluster.shutdown().await;
     peer_handle.stop(true).await;

@@ -2,8 +2,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::activity::{AuditRecord, KeyUsageDelta, UsageReport};
-use crate::command::{Audited, NewKey, Outcome, Proposal};
-use crate::model::RateLimit;
+use crate::command::{Audited, KeyUpdate, NewKey, Outcome, Proposal, SliceAnswer, SliceAsk, SliceBatch};
+use crate::limits::{Limit, Period};
+use crate::limits::{MeterId, Subject};
 use crate::route::{RouteAuth, UpstreamTarget};
 use crate::settings::StalePolicy;
 use crate::wire;
@@ -25,10 +26,10 @@ fn new_key(id: &str, byte: u8) -> NewKey {
         name: format!("name of {id}"),
         tenant: Some("acme".to_owned()),
         scopes: vec!["*".to_owned()],
-        rate_limit: Some(RateLimit {
+        limits: vec![Limit {
             requests: 100,
-            window_secs: 60,
-        }),
+            period: Period::Seconds(60),
+        }],
         expires_at_ms: None,
         metadata_json: "{}".to_owned(),
         secret: secret(byte),
@@ -99,12 +100,12 @@ fn create_rejects_invalid_fields() {
         ("tenant", Box::new(|k| k.tenant = Some("a/b".into()))),
         ("scopes[0]", Box::new(|k| k.scopes = vec!["no spaces".into()])),
         (
-            "rate_limit.requests",
+            "limits[0].requests",
             Box::new(|k| {
-                k.rate_limit = Some(RateLimit {
+                k.limits = vec![Limit {
                     requests: 0,
-                    window_secs: 1,
-                })
+                    period: Period::Seconds(1),
+                }]
             }),
         ),
         ("expires_at", Box::new(|k| k.expires_at_ms = Some(T0 - 1))),
@@ -640,7 +641,30 @@ fn arb_plain_command() -> impl Strategy<Value = Command> {
             id: format!("r{r}"),
             now_ms: T0 + now
         }),
-        (id, now, 0u64..10).prop_map(|(id, now, n)| usage(1, now, &[(&id, [0, n, 0, 0, 0], now)])),
+        (id.clone(), now.clone(), 0u64..10).prop_map(|(id, now, n)| usage(
+            1,
+            now,
+            &[(&id, [0, n, 0, 0, 0], now)]
+        )),
+        (id.clone(), now.clone(), 1u64..4, 0u64..50).prop_map(|(id, now, node, want)| grant(
+            node,
+            now,
+            vec![(key_meter(&id), want)]
+        )),
+        (id, now.clone(), proptest::option::of(1u64..500)).prop_map(|(id, now, requests)| {
+            Command::UpdateKey(Box::new(KeyUpdate {
+                id,
+                name: None,
+                scopes: None,
+                limits: Some(requests.map(per_minute).into_iter().collect()),
+                now_ms: T0 + now,
+            }))
+        }),
+        now.prop_map(|now| Command::PutTenant {
+            id: "acme".into(),
+            limits: vec![per_minute(50)],
+            now_ms: T0 + now
+        }),
     ]
 }
 
@@ -689,4 +713,202 @@ proptest! {
         prop_assert_eq!(outcome, Outcome::Batch(singles));
         prop_assert_eq!(batched, one_by_one);
     }
+}
+
+fn per_minute(requests: u64) -> Limit {
+    Limit {
+        requests,
+        period: Period::Seconds(60),
+    }
+}
+
+fn key_meter(id: &str) -> MeterId {
+    MeterId {
+        subject: Subject::Key(id.to_owned()),
+        period: Period::Seconds(60),
+    }
+}
+
+fn grant(node: NodeId, now: i64, asks: Vec<(MeterId, u64)>) -> Command {
+    Command::GrantSlices(Box::new(SliceBatch {
+        node,
+        now_ms: T0 + now,
+        lease_ms: 2_000,
+        asks: asks
+            .into_iter()
+            .map(|(meter, want)| SliceAsk {
+                meter,
+                want,
+                reports: vec![],
+            })
+            .collect(),
+    }))
+}
+
+fn answers(response: Response) -> Vec<SliceAnswer> {
+    match response {
+        Response::Slices(answers) => answers,
+        other => panic!("expected slices, got {other:?}"),
+    }
+}
+
+fn granted(answer: &SliceAnswer) -> u64 {
+    match answer {
+        SliceAnswer::Granted(grant) => grant.size,
+        SliceAnswer::NoLimit => panic!("expected a grant"),
+    }
+}
+
+#[test]
+fn slices_are_granted_from_the_keys_limit_and_unknown_meters_have_none() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let tenant_meter = MeterId {
+        subject: Subject::Tenant("acme".into()),
+        period: Period::Seconds(60),
+    };
+    let day_meter = MeterId {
+        period: Period::Day,
+        ..key_meter("key_a")
+    };
+    let got = answers(apply(
+        &mut state,
+        &grant(
+            1,
+            0,
+            vec![(key_meter("key_a"), 1_000), (tenant_meter, 5), (day_meter, 5)],
+        ),
+    ));
+    assert!(granted(&got[0]) > 0 && granted(&got[0]) <= 100);
+    assert_eq!(&got[1..], [SliceAnswer::NoLimit, SliceAnswer::NoLimit]);
+    let ledger = state.meter(&key_meter("key_a")).and_then(|m| m.ledger.clone());
+    assert_eq!(ledger.map(|l| l.consumed()), Some(granted(&got[0])));
+}
+
+#[test]
+fn grant_batches_out_of_bounds_are_rejected_and_change_nothing() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let before = state.clone();
+    for lease_ms in [0, 60_001, -5] {
+        let Command::GrantSlices(mut batch) = grant(1, 0, vec![(key_meter("key_a"), 5)]) else {
+            unreachable!()
+        };
+        batch.lease_ms = lease_ms;
+        let rejection = rejected(apply(&mut state, &Command::GrantSlices(batch)));
+        assert_eq!(rejection.code(), "validation_failed");
+    }
+    let Command::GrantSlices(mut batch) = grant(1, 0, vec![(key_meter("key_a"), 5)]) else {
+        unreachable!()
+    };
+    batch.asks[0].reports = vec![
+        crate::limits::SpendReport {
+            slice_id: 0,
+            spent: 0
+        };
+        65
+    ];
+    rejected(apply(&mut state, &Command::GrantSlices(batch)));
+    assert_eq!(state, before);
+}
+
+#[test]
+fn updating_a_keys_limits_keeps_changed_ledgers_and_drops_removed_ones() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    apply(&mut state, &grant(1, 0, vec![(key_meter("key_a"), 1_000)]));
+    let update = |limits: Vec<Limit>| {
+        Command::UpdateKey(Box::new(KeyUpdate {
+            id: "key_a".into(),
+            name: Some("renamed".into()),
+            scopes: None,
+            limits: Some(limits),
+            now_ms: T0 + 5,
+        }))
+    };
+    let changed = key(apply(&mut state, &update(vec![per_minute(10)])));
+    assert_eq!(changed.name, "renamed");
+    assert_eq!(changed.limits, [per_minute(10)]);
+    assert!(
+        state.meter(&key_meter("key_a")).is_some(),
+        "a changed count keeps what was granted"
+    );
+    key(apply(&mut state, &update(vec![])));
+    assert!(state.meter(&key_meter("key_a")).is_none());
+
+    let before = state.clone();
+    let invalid = rejected(apply(&mut state, &update(vec![per_minute(0)])));
+    assert_eq!(invalid.code(), "validation_failed");
+    let missing = Command::UpdateKey(Box::new(KeyUpdate {
+        id: "key_zz".into(),
+        name: None,
+        scopes: None,
+        limits: None,
+        now_ms: T0,
+    }));
+    assert_eq!(
+        rejected(apply(&mut state, &missing)),
+        Rejection::KeyNotFound { id: "key_zz".into() }
+    );
+    assert_eq!(state, before);
+}
+
+#[test]
+fn tenants_are_put_replaced_and_deleted_with_their_meters() {
+    let mut state = State::default();
+    let put = |requests, now| Command::PutTenant {
+        id: "acme".into(),
+        limits: vec![per_minute(requests)],
+        now_ms: T0 + now,
+    };
+    apply(&mut state, &put(10, 0));
+    let Response::Tenant(replaced) = apply(&mut state, &put(20, 7)) else {
+        panic!("expected a tenant")
+    };
+    assert_eq!((replaced.created_at_ms, replaced.updated_at_ms), (T0, T0 + 7));
+    let tenant_meter = MeterId {
+        subject: Subject::Tenant("acme".into()),
+        period: Period::Seconds(60),
+    };
+    let got = answers(apply(&mut state, &grant(2, 8, vec![(tenant_meter.clone(), 100)])));
+    assert!(granted(&got[0]) <= 20);
+    assert!(state.meter(&tenant_meter).is_some());
+
+    let before = state.clone();
+    let bad = Command::PutTenant {
+        id: "a b".into(),
+        limits: vec![],
+        now_ms: T0,
+    };
+    assert_eq!(rejected(apply(&mut state, &bad)).code(), "validation_failed");
+    assert_eq!(state, before);
+
+    let delete = Command::DeleteTenant {
+        id: "acme".into(),
+        now_ms: T0 + 9,
+    };
+    assert_eq!(
+        apply(&mut state, &delete),
+        Response::TenantDeleted { id: "acme".into() }
+    );
+    assert!(state.meter(&tenant_meter).is_none());
+    assert_eq!(
+        rejected(apply(&mut state, &delete)),
+        Rejection::TenantNotFound { id: "acme".into() }
+    );
+}
+
+#[test]
+fn deleting_a_key_drops_its_meters() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    apply(&mut state, &grant(1, 0, vec![(key_meter("key_a"), 10)]));
+    apply(
+        &mut state,
+        &Command::DeleteKey {
+            id: "key_a".into(),
+            now_ms: T0,
+        },
+    );
+    assert!(state.meter(&key_meter("key_a")).is_none());
 }

@@ -78,7 +78,7 @@ mod tests {
             name: id.into(),
             tenant: None,
             scopes: vec![],
-            rate_limit: None,
+            limits: Vec::new(),
             expires_at_ms,
             metadata_json: "{}".into(),
             secret: KeySecret {

@@ -4,4 +4,5 @@
 pub mod announcer;
 pub mod health_checker;
 pub mod janitor;
+pub mod quota_leaser;
 pub mod usage_flusher;

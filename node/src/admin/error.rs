@@ -99,7 +99,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(rejection) => match rejection {
-                Rejection::KeyNotFound { .. } | Rejection::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+                Rejection::KeyNotFound { .. }
+                | Rejection::RouteNotFound { .. }
+                | Rejection::TenantNotFound { .. } => StatusCode::NOT_FOUND,
                 Rejection::Invalid { .. } => StatusCode::BAD_REQUEST,
                 Rejection::KeyExists { .. }
                 | Rejection::SecretCollision

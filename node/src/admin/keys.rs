@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
-use super::views::{now_ms, KeyView, KeyWithSecret, RateLimitBody};
+use super::views::{now_ms, KeyView, KeyWithSecret, LimitBody};
 use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 
 /// Default and largest page sizes of `GET /v1/keys`.
@@ -23,7 +23,7 @@ pub struct CreateKeyRequest {
     name: String,
     tenant: Option<String>,
     scopes: Option<Vec<String>>,
-    rate_limit: Option<RateLimitBody>,
+    limits: Option<Vec<LimitBody>>,
     expires_at: Option<String>,
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -69,9 +69,16 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
     }
     let scopes = request.scopes.unwrap_or_else(|| vec!["*".to_owned()]);
     check(validate::scopes(&scopes));
-    if let Some(limit) = request.rate_limit {
-        check(validate::rate_limit(&limit.into()));
-    }
+    let limits = match LimitBody::parse_all(request.limits.as_deref().unwrap_or_default()) {
+        Ok(limits) => {
+            check(validate::limits(&limits));
+            limits
+        }
+        Err(problem) => {
+            check(Err(problem));
+            Vec::new()
+        }
+    };
     let expires_at_ms = match request.expires_at.as_deref().map(DateTime::parse_from_rfc3339) {
         None => None,
         Some(Ok(at)) => {
@@ -101,7 +108,7 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
         name: request.name,
         tenant: request.tenant,
         scopes,
-        rate_limit: request.rate_limit.map(Into::into),
+        limits,
         expires_at_ms,
         metadata_json,
         secret: KeySecret {

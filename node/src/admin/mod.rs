@@ -8,6 +8,7 @@ mod cluster;
 mod error;
 mod health;
 mod keys;
+mod limits;
 mod routes;
 mod settings;
 mod views;
@@ -112,11 +113,20 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             resource("/v1/keys/{id}")
                 .route(web::get().to(keys::get))
+                .route(web::patch().to(limits::patch_key))
                 .route(web::delete().to(keys::delete)),
         )
         .service(resource("/v1/keys/{id}/rotate").route(web::post().to(keys::rotate)))
         .service(resource("/v1/keys/{id}/revoke").route(web::post().to(keys::revoke)))
         .service(resource("/v1/keys/{id}/usage").route(web::get().to(activity::usage)))
+        .service(resource("/v1/keys/{id}/limits").route(web::get().to(limits::key_limits)))
+        .service(resource("/v1/tenants").route(web::get().to(limits::list_tenants)))
+        .service(
+            resource("/v1/tenants/{id}")
+                .route(web::get().to(limits::get_tenant))
+                .route(web::put().to(limits::put_tenant))
+                .route(web::delete().to(limits::delete_tenant)),
+        )
         .service(resource("/v1/audit").route(web::get().to(activity::audit)))
         .service(
             resource("/v1/cluster/settings")

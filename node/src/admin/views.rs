@@ -2,23 +2,69 @@
 //! appears only in the answer that created it.
 
 pub use crate::clock::{now_ms, rfc3339};
-use cluster::{KeyRecord, RateLimit};
+use cluster::validate::FieldError;
+use cluster::{KeyRecord, Limit, Period};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// A rate limit as the API reads and writes it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitBody {
-    pub requests: u64,
-    pub window_secs: u64,
+/// A calendar period as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalendarBody {
+    Day,
+    Month,
 }
 
-impl From<RateLimitBody> for RateLimit {
-    fn from(body: RateLimitBody) -> Self {
-        RateLimit {
-            requests: body.requests,
-            window_secs: body.window_secs,
+/// A limit as the API reads and writes it: a fixed window of `window_secs`, or a calendar
+/// `period` in UTC (exactly one of the two).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    pub requests: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<CalendarBody>,
+}
+
+impl LimitBody {
+    /// Converts the API's limits, naming the entry a problem is in.
+    pub fn parse_all(bodies: &[LimitBody]) -> Result<Vec<Limit>, FieldError> {
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| {
+                let period = match (body.window_secs, body.period) {
+                    (Some(secs), None) => Period::Seconds(secs),
+                    (None, Some(CalendarBody::Day)) => Period::Day,
+                    (None, Some(CalendarBody::Month)) => Period::Month,
+                    _ => {
+                        return Err(FieldError::new(
+                            format!("limits[{index}]"),
+                            "needs exactly one of window_secs and period",
+                        ))
+                    }
+                };
+                Ok(Limit {
+                    requests: body.requests,
+                    period,
+                })
+            })
+            .collect()
+    }
+}
+
+impl From<&Limit> for LimitBody {
+    fn from(limit: &Limit) -> Self {
+        let (window_secs, period) = match limit.period {
+            Period::Seconds(secs) => (Some(secs), None),
+            Period::Day => (None, Some(CalendarBody::Day)),
+            Period::Month => (None, Some(CalendarBody::Month)),
+        };
+        Self {
+            requests: limit.requests,
+            window_secs,
+            period,
         }
     }
 }
@@ -39,7 +85,7 @@ pub struct KeyView {
     pub prefix: String,
     pub tenant: Option<String>,
     pub scopes: Vec<String>,
-    pub rate_limit: Option<RateLimitBody>,
+    pub limits: Vec<LimitBody>,
     pub expires_at: Option<String>,
     /// The stored metadata JSON, emitted as is (it was validated as an object on the way in).
     pub metadata: Box<RawValue>,
@@ -57,10 +103,7 @@ impl KeyView {
             prefix: key.current_secret().map(|s| s.prefix.clone()).unwrap_or_default(),
             tenant: key.tenant.clone(),
             scopes: key.scopes.clone(),
-            rate_limit: key.rate_limit.map(|l| RateLimitBody {
-                requests: l.requests,
-                window_secs: l.window_secs,
-            }),
+            limits: key.limits.iter().map(LimitBody::from).collect(),
             expires_at: key.expires_at_ms.map(rfc3339),
             metadata: RawValue::from_string(key.metadata_json.clone())
                 .or_else(|_| RawValue::from_string("{}".to_owned()))

@@ -87,6 +87,7 @@ mod tests {
             expires_at_ms: expires,
             secret_valid_until_ms: until,
             usage: Arc::default(),
+            meters: Arc::new([]),
         }
     }
 

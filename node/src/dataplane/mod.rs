@@ -8,6 +8,7 @@
 //! - [`upstream`]: target health and the choice of a target;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
 //! - [`idle`]: the idle timeout of a streamed response body;
+//! - [`limiter`]: cluster-wide rate limits and quotas spent from locally held slices;
 //! - [`usage`]: per-key request counts between usage reports;
 //! - [`error`]: the JSON errors and their stable codes.
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod forward;
 pub mod idle;
+pub mod limiter;
 pub mod path;
 pub mod read_model;
 pub mod route_table;
@@ -57,7 +59,8 @@ async fn handle(
     let request_id = request_id(&req);
     let now_ms = clock::now_ms();
     let mut key = None;
-    let outcome = async {
+    let mut standing = None;
+    let outcome: Result<HttpResponse, Refused> = async {
         let view = ctx.read_model.load_full();
         let path = path::canonical(req.path())?;
         let route = view
@@ -69,27 +72,55 @@ async fn handle(
             })?;
         if route.auth != RouteAuth::None {
             if view.stale_policy == StalePolicy::FailClosed && ctx.contact.is_stale(ctx.max_staleness) {
-                return Err(ProxyError::StaleReplica);
+                return Err(ProxyError::StaleReplica.into());
             }
             let authenticated = auth::authenticate(&view, req.headers(), now_ms)?;
             let allowed = authenticated.scopes.allow(&route.id);
             key = Some(authenticated);
             if !allowed {
-                return Err(ProxyError::Forbidden);
+                return Err(ProxyError::Forbidden.into());
             }
         }
-        forward::forward(&client, &req, &path, payload, route, key.as_deref(), &request_id).await
+        if let Some(meters) = key.as_ref().map(|k| &k.meters).filter(|m| !m.is_empty()) {
+            standing = ctx
+                .read_model
+                .limiter()
+                .admit(meters)
+                .await
+                .map_err(Refused::Limit)?;
+        }
+        forward::forward(&client, &req, &path, payload, route, key.as_deref(), &request_id)
+            .await
+            .map_err(Refused::Proxy)
     }
     .await;
-    let response = outcome.unwrap_or_else(|error| {
-        let mut response = error.error_response();
+    let mut response = outcome.unwrap_or_else(|refused| {
+        let mut response = match refused {
+            Refused::Proxy(error) => error.error_response(),
+            Refused::Limit(error) => error.response(now_ms),
+        };
         response.headers_mut().insert(forward::X_REQUEST_ID, request_id);
         response
     });
+    if let Some(standing) = &standing {
+        limiter::insert_headers(response.headers_mut(), standing, now_ms);
+    }
     if let Some(key) = &key {
         key.usage.record(response.status().as_u16(), now_ms);
     }
     response
+}
+
+/// Why the proxy answered itself.
+enum Refused {
+    Proxy(ProxyError),
+    Limit(limiter::LimitError),
+}
+
+impl From<ProxyError> for Refused {
+    fn from(error: ProxyError) -> Self {
+        Refused::Proxy(error)
+    }
 }
 
 /// Keeps a caller's `X-Request-Id` when it is sane, else makes one.

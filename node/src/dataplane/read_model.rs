@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cluster::model::SecretHash;
-use cluster::{Command, KeyRecord, KeyStatus, Proposal, StalePolicy, State};
+use cluster::{Command, KeyRecord, KeyStatus, MeterId, Proposal, StalePolicy, State, Subject};
 use storage::ApplyObserver;
 
+use super::limiter::{Limiter, LocalMeter};
 use super::route_table::RouteTable;
 use super::upstream::HealthRegistry;
 use super::usage::UsageCell;
@@ -55,6 +56,8 @@ pub struct KeyAuth {
     pub secret_valid_until_ms: Option<i64>,
     /// Where this node counts the key's requests until the next usage report.
     pub usage: Arc<UsageCell>,
+    /// The key's own limits and its tenant's; empty when none apply.
+    pub meters: Arc<[Arc<LocalMeter>]>,
 }
 
 /// An immutable view of everything the proxy reads.
@@ -78,12 +81,18 @@ pub struct ReadModel {
     current: ArcSwap<View>,
     writer: Mutex<WriterSide>,
     health: HealthRegistry,
+    limiter: Arc<Limiter>,
 }
 
 impl ReadModel {
     /// Returns the current view. Lock-free: one atomic load and a reference count.
     pub fn load_full(&self) -> Arc<View> {
         self.current.load_full()
+    }
+
+    /// Returns the local side of every limit.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// Returns every key's usage cell (for the usage flusher).
@@ -99,21 +108,39 @@ impl ReadModel {
             .collect()
     }
 
-    fn refresh_key(view: &mut View, writer: &mut WriterSide, state: &State, id: &str) {
+    fn refresh_key(&self, view: &mut View, writer: &mut WriterSide, state: &State, id: &str) {
         if let Some(old) = writer.hashes_by_key.remove(id) {
             for hash in old {
                 view.keys.remove(&hash);
             }
         }
         match state.key(id) {
-            Some(record) => Self::insert_key(view, writer, record),
+            Some(record) => self.insert_key(view, writer, state, record),
             None => {
                 writer.usage_by_key.remove(id);
             }
         }
     }
 
-    fn insert_key(view: &mut View, writer: &mut WriterSide, record: &KeyRecord) {
+    /// The meters of a key's own limits and of its tenant's.
+    fn meters_of(&self, state: &State, record: &KeyRecord) -> Arc<[Arc<LocalMeter>]> {
+        let key = Subject::Key(record.id.clone());
+        let tenant = record.tenant.clone().map(Subject::Tenant);
+        std::iter::once(key)
+            .chain(tenant)
+            .flat_map(|subject| {
+                state.limits_of(&subject).iter().map(move |limit| {
+                    let id = MeterId {
+                        subject: subject.clone(),
+                        period: limit.period,
+                    };
+                    self.limiter.meter(id, limit)
+                })
+            })
+            .collect()
+    }
+
+    fn insert_key(&self, view: &mut View, writer: &mut WriterSide, state: &State, record: &KeyRecord) {
         // Ids and tenants were validated to a header-safe alphabet by `apply`.
         let Ok(key_id) = http1::HeaderValue::from_str(&record.id) else {
             tracing::error!(key = %record.id, "key id is not a valid header value; key not served");
@@ -125,6 +152,7 @@ impl ReadModel {
             .and_then(|t| http1::HeaderValue::from_str(t).ok());
         let usage = writer.usage_by_key.entry(record.id.clone()).or_default().clone();
         let scopes = Scopes::of(&record.scopes);
+        let meters = self.meters_of(state, record);
         let mut hashes = Vec::with_capacity(record.secrets.len());
         for secret in &record.secrets {
             view.keys.insert(
@@ -137,6 +165,7 @@ impl ReadModel {
                     expires_at_ms: record.expires_at_ms,
                     secret_valid_until_ms: secret.valid_until_ms,
                     usage: usage.clone(),
+                    meters: meters.clone(),
                 }),
             );
             hashes.push(secret.hash);
@@ -144,7 +173,7 @@ impl ReadModel {
         writer.hashes_by_key.insert(record.id.clone(), hashes);
     }
 
-    fn rebuild_keys(view: &mut View, writer: &mut WriterSide, state: &State) {
+    fn rebuild_keys(&self, view: &mut View, writer: &mut WriterSide, state: &State) {
         view.keys = imbl::HashMap::new();
         writer.hashes_by_key.clear();
         let mut usage = std::mem::take(&mut writer.usage_by_key);
@@ -152,18 +181,22 @@ impl ReadModel {
             if let Some(cell) = usage.remove(&record.id) {
                 writer.usage_by_key.insert(record.id.clone(), cell);
             }
-            Self::insert_key(view, writer, record);
+            self.insert_key(view, writer, state, record);
         }
     }
 
     /// Applies one command's effect on the view.
     fn absorb(&self, view: &mut View, writer: &mut WriterSide, state: &State, command: &Command) {
         match command {
-            Command::CreateKey(new_key) => Self::refresh_key(view, writer, state, &new_key.id),
+            Command::CreateKey(new_key) => self.refresh_key(view, writer, state, &new_key.id),
             Command::RotateKey { id, .. } | Command::RevokeKey { id, .. } | Command::DeleteKey { id, .. } => {
-                Self::refresh_key(view, writer, state, id)
+                self.refresh_key(view, writer, state, id)
             }
-            Command::ExpireKeys { .. } => Self::rebuild_keys(view, writer, state),
+            Command::UpdateKey(update) => self.refresh_key(view, writer, state, &update.id),
+            // Tenant limits change rarely and reach every key of the tenant.
+            Command::ExpireKeys { .. } | Command::PutTenant { .. } | Command::DeleteTenant { .. } => {
+                self.rebuild_keys(view, writer, state)
+            }
             Command::PutRoute { .. } | Command::DeleteRoute { .. } => {
                 view.routes = Arc::new(RouteTable::compile(state.routes(), &self.health));
             }
@@ -172,6 +205,7 @@ impl ReadModel {
             Command::RegisterNode(_)
             | Command::ForgetNode { .. }
             | Command::RecordUsage(_)
+            | Command::GrantSlices(_)
             | Command::RecordAudit(_) => {}
         }
     }
@@ -200,7 +234,7 @@ impl ApplyObserver for ReadModel {
             stale_policy: state.settings().stale_policy,
             ..View::default()
         };
-        Self::rebuild_keys(&mut view, &mut writer, state);
+        self.rebuild_keys(&mut view, &mut writer, state);
         self.current.store(Arc::new(view));
     }
 }

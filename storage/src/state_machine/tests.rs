@@ -46,7 +46,7 @@ mod restart {
                 name: format!("k{index}"),
                 tenant: None,
                 scopes: vec![],
-                rate_limit: None,
+                limits: Vec::new(),
                 expires_at_ms: None,
                 metadata_json: "{}".into(),
                 secret: KeySecret {

@@ -1,0 +1,250 @@
+//! Limits: `PATCH /v1/keys/{id}` (name, scopes, limits), `/v1/tenants/{id}` (limits that
+//! cover every key of a tenant), and `GET /v1/keys/{id}/limits`, what each limit's current
+//! window has consumed cluster-wide.
+
+use actix_web::{web, HttpResponse};
+use cluster::command::KeyUpdate;
+use cluster::validate::{self, FieldError};
+use cluster::{Command, Limit, MeterId, Response, State, Subject, Tenant};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::body::AdminJson;
+use super::error::ApiError;
+use super::views::{now_ms, rfc3339, KeyView, LimitBody};
+use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKeyRequest {
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+    limits: Option<Vec<LimitBody>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutTenantRequest {
+    limits: Vec<LimitBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// Converts and checks API limits, collecting the problem into `problems`.
+fn parse_limits(bodies: &[LimitBody], problems: &mut Vec<FieldError>) -> Vec<Limit> {
+    match LimitBody::parse_all(bodies).and_then(|limits| validate::limits(&limits).map(|()| limits)) {
+        Ok(limits) => limits,
+        Err(problem) => {
+            problems.push(problem);
+            Vec::new()
+        }
+    }
+}
+
+/// `PATCH /v1/keys/{id}`: changes the fields present in the body. New limits apply to the
+/// current window: what was already admitted in it still counts.
+pub async fn patch_key(
+    admin: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    body: AdminJson<PatchKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(id.into_inner())?;
+    let request = body.0;
+    let mut problems = Vec::new();
+    if let Err(problem) = request.name.as_deref().map_or(Ok(()), validate::name) {
+        problems.push(problem);
+    }
+    if let Err(problem) = request.scopes.as_deref().map_or(Ok(()), validate::scopes) {
+        problems.push(problem);
+    }
+    let limits = request.limits.map(|bodies| parse_limits(&bodies, &mut problems));
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let now = now_ms();
+    let command = Command::UpdateKey(Box::new(KeyUpdate {
+        id,
+        name: request.name,
+        scopes: request.scopes,
+        limits,
+        now_ms: now,
+    }));
+    let written = ctx.audited_write(&admin, command).await?;
+    let view = expect_outcome(written.response, |response| match response {
+        Response::Key(record) => Some(KeyView::new(&record, now)),
+        _ => None,
+    })?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// A tenant as the API shows it.
+#[derive(Debug, Serialize)]
+struct TenantView {
+    id: String,
+    limits: Vec<LimitBody>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(tenant: &Tenant) -> Self {
+        Self {
+            id: tenant.id.clone(),
+            limits: tenant.limits.iter().map(LimitBody::from).collect(),
+            created_at: rfc3339(tenant.created_at_ms),
+            updated_at: rfc3339(tenant.updated_at_ms),
+        }
+    }
+}
+
+/// `PUT /v1/tenants/{id}`: sets the limits shared by every key whose tenant is `id`.
+pub async fn put_tenant(
+    admin: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    body: AdminJson<PutTenantRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(id.into_inner())?;
+    let mut problems = Vec::new();
+    let limits = parse_limits(&body.0.limits, &mut problems);
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let command = Command::PutTenant {
+        id,
+        limits,
+        now_ms: now_ms(),
+    };
+    let written = ctx.audited_write(&admin, command).await?;
+    let view = expect_outcome(written.response, |response| match response {
+        Response::Tenant(tenant) => Some(TenantView::from(&*tenant)),
+        _ => None,
+    })?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /v1/tenants`.
+pub async fn list_tenants(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tenants = read_state(&ctx, query.consistency, |state| {
+        state.tenants().values().map(TenantView::from).collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "tenants": tenants })))
+}
+
+/// `GET /v1/tenants/{id}`.
+pub async fn get_tenant(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(id.into_inner())?;
+    let view = read_state(&ctx, query.consistency, |state| {
+        state.tenant(&id).map(|tenant| {
+            let mut view = serde_json::to_value(TenantView::from(tenant)).unwrap_or_default();
+            view["usage"] = serde_json::json!(limit_views(state, &Subject::Tenant(id.clone()), now_ms()));
+            view
+        })
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("tenant {id} does not exist")))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /v1/tenants/{id}`.
+pub async fn delete_tenant(
+    admin: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(id.into_inner())?;
+    let written = ctx
+        .audited_write(&admin, Command::DeleteTenant { id, now_ms: now_ms() })
+        .await?;
+    let id = expect_outcome(written.response, |response| match response {
+        Response::TenantDeleted { id } => Some(id),
+        _ => None,
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+}
+
+/// One limit's current window, cluster-wide.
+#[derive(Debug, Serialize)]
+struct LimitView {
+    /// `key` or `tenant`: whose requests the limit counts.
+    applies_to: &'static str,
+    #[serde(flatten)]
+    limit: LimitBody,
+    window_start: String,
+    window_end: String,
+    /// Requests the window's granted capacity may have paid for: what nodes reported
+    /// spending plus the slices they hold and have not reported on yet.
+    consumed: u64,
+    /// Capacity not yet granted to any node.
+    remaining: u64,
+    /// Of `consumed`, what nodes hold in slices that may still be spent.
+    held_by_nodes: u64,
+}
+
+fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
+    let applies_to = match subject {
+        Subject::Key(_) => "key",
+        Subject::Tenant(_) => "tenant",
+    };
+    state
+        .limits_of(subject)
+        .iter()
+        .map(|limit| {
+            let window = limit.period.window_at(now);
+            let meter = MeterId {
+                subject: subject.clone(),
+                period: limit.period,
+            };
+            let ledger = state.meter(&meter).and_then(|m| m.current(limit.period, now));
+            let consumed = ledger.map_or(0, |l| l.consumed());
+            LimitView {
+                applies_to,
+                limit: LimitBody::from(limit),
+                window_start: rfc3339(window.start_ms),
+                window_end: rfc3339(window.end_ms),
+                consumed,
+                remaining: limit.requests.saturating_sub(consumed),
+                held_by_nodes: ledger.map_or(0, |l| l.outstanding(now)),
+            }
+        })
+        .collect()
+}
+
+/// `GET /v1/keys/{id}/limits`: the key's own limits and its tenant's.
+pub async fn key_limits(
+    _: Admin,
+    ctx: web::Data<AdminContext>,
+    id: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(id.into_inner())?;
+    let now = now_ms();
+    let limits = read_state(&ctx, query.consistency, |state| {
+        state.key(&id).map(|key| {
+            let mut views = limit_views(state, &Subject::Key(key.id.clone()), now);
+            if let Some(tenant) = &key.tenant {
+                views.extend(limit_views(state, &Subject::Tenant(tenant.clone()), now));
+            }
+            views
+        })
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("key {id} does not exist")))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "limits": limits })))
+}

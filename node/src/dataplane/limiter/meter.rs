@@ -1,0 +1,482 @@
+//! One limit as this node spends it: the slices of capacity the cluster granted, spent one
+//! request at a time without leaving the node, and what to report and ask for next.
+//!
+//! Every admitted request is paid for from a slice, so what this node admits never exceeds
+//! what it was granted. A slice is spent only inside its window and before its lease ends
+//! (both by this node's clock, which also stamped the request that got it); after that it
+//! is closed and its exact spend is reported, which gives the rest back to the cluster.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use cluster::command::{SliceAnswer, SliceAsk};
+use cluster::limits::{SpendReport, Window};
+use cluster::{Limit, MeterId, Period};
+use tokio::sync::Notify;
+
+/// A slice is sized to last about this long at the recent request rate.
+const SLICE_TARGET_MS: i64 = 1_000;
+/// Shortest span a request rate is measured over.
+const MIN_RATE_SPAN_MS: i64 = 100;
+/// After the cluster had nothing left to grant, how long to refuse before asking again
+/// (capacity comes back when other nodes report unspent slices).
+const EXHAUSTED_RECHECK_MS: i64 = 1_000;
+
+/// What taking one request from a meter gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Admitted; `slice` is what to refund if another limit refuses the request.
+    Admitted(Admission),
+    /// The window's capacity is used up cluster-wide.
+    Refused(Refusal),
+    /// Nothing held: wait for the quota leaser's next grant.
+    Wait,
+}
+
+/// An admitted request's standing against one limit, for the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub slice: Option<u64>,
+    pub limit: u64,
+    /// What is left cluster-wide as far as this node knows: the ungranted capacity after
+    /// its last grant plus what it still holds.
+    pub remaining: u64,
+    pub reset_ms: i64,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// A rate limit (`rate_limited`) rather than a calendar quota (`quota_exceeded`).
+    pub rate: bool,
+    pub limit: u64,
+    pub reset_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeldSlice {
+    id: u64,
+    window: Window,
+    size: u64,
+    spent: u64,
+    expires_at_ms: i64,
+}
+
+impl HeldSlice {
+    fn spendable(&self, now_ms: i64) -> bool {
+        self.spent < self.size && now_ms < self.expires_at_ms && self.window.contains(now_ms)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    slices: VecDeque<HeldSlice>,
+    /// Closed slices whose spend the cluster has not been told yet.
+    reports: Vec<SpendReport>,
+    /// The cluster granted nothing for this window; refuse until the recheck time.
+    exhausted: Option<(Window, i64)>,
+    /// Ungranted capacity cluster-wide after the last grant.
+    cluster_remaining: u64,
+    /// Requests taken or waited for since the last ask, counted from `demand_since_ms`.
+    demand: u64,
+    demand_since_ms: i64,
+    waiting: u32,
+    /// An ask is in flight: its want, and the reports it carries.
+    asking: Option<(u64, Vec<SpendReport>)>,
+    last_grant: u64,
+    /// The replicated state no longer has this limit.
+    gone: bool,
+}
+
+impl Held {
+    /// Moves slices that can no longer be spent to the reports.
+    fn close_spent(&mut self, now_ms: i64) {
+        let reports = &mut self.reports;
+        self.slices.retain(|slice| {
+            let open = slice.spendable(now_ms);
+            if !open {
+                reports.push(SpendReport {
+                    slice_id: slice.id,
+                    spent: slice.spent,
+                });
+            }
+            open
+        });
+    }
+
+    fn available(&self) -> u64 {
+        self.slices.iter().map(|s| s.size - s.spent).sum()
+    }
+
+    fn count_demand(&mut self, now_ms: i64) {
+        if self.demand == 0 {
+            self.demand_since_ms = now_ms;
+        }
+        self.demand += 1;
+    }
+
+    fn low(&self) -> bool {
+        self.available().saturating_mul(2) < self.last_grant.max(2)
+    }
+}
+
+/// One limit of one key or tenant on this node.
+#[derive(Debug)]
+pub struct LocalMeter {
+    id: MeterId,
+    requests: AtomicU64,
+    held: Mutex<Held>,
+    granted: Notify,
+}
+
+impl LocalMeter {
+    pub fn new(id: MeterId, limit: &Limit) -> Self {
+        Self {
+            id,
+            requests: AtomicU64::new(limit.requests),
+            held: Mutex::default(),
+            granted: Notify::new(),
+        }
+    }
+
+    /// Follows a changed count of the same limit (the ledger keeps its window).
+    pub fn set_limit(&self, limit: &Limit) {
+        self.requests.store(limit.requests, Ordering::Relaxed);
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn window_end(&self, now_ms: i64) -> i64 {
+        self.id.period.window_at(now_ms).end_ms
+    }
+
+    /// Takes one request. The second value says the leaser should ask for more now.
+    pub fn take(&self, now_ms: i64) -> (Take, bool) {
+        let limit = self.requests.load(Ordering::Relaxed);
+        let mut held = self.held();
+        held.close_spent(now_ms);
+        if held.gone {
+            let admission = Admission {
+                slice: None,
+                limit,
+                remaining: limit,
+                reset_ms: self.window_end(now_ms),
+            };
+            return (Take::Admitted(admission), false);
+        }
+        if let Some(slice) = held.slices.front_mut() {
+            slice.spent += 1;
+            let (id, reset_ms) = (slice.id, slice.window.end_ms);
+            held.count_demand(now_ms);
+            let remaining = held.cluster_remaining.saturating_add(held.available());
+            let wake = held.asking.is_none() && held.low();
+            let admission = Admission {
+                slice: Some(id),
+                limit,
+                remaining,
+                reset_ms,
+            };
+            return (Take::Admitted(admission), wake);
+        }
+        match held.exhausted {
+            Some((window, recheck_at)) if window.contains(now_ms) && now_ms < recheck_at => {
+                let refusal = Refusal {
+                    rate: matches!(self.id.period, Period::Seconds(_)),
+                    limit,
+                    reset_ms: window.end_ms,
+                };
+                (Take::Refused(refusal), false)
+            }
+            _ => {
+                held.exhausted = None;
+                (Take::Wait, held.asking.is_none())
+            }
+        }
+    }
+
+    /// Gives back one request taken from `slice` (another limit refused the request).
+    pub fn refund(&self, slice: u64) {
+        let mut held = self.held();
+        if let Some(held_slice) = held.slices.iter_mut().find(|s| s.id == slice) {
+            held_slice.spent = held_slice.spent.saturating_sub(1);
+        } else if let Some(report) = held.reports.iter_mut().find(|r| r.slice_id == slice) {
+            report.spent = report.spent.saturating_sub(1);
+        }
+        held.demand = held.demand.saturating_sub(1);
+    }
+
+    /// Returns a future that completes at the next grant (or failed ask). Create it before
+    /// the `take` that answered `Wait`, so a grant in between is not missed.
+    pub fn granted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.granted.notified()
+    }
+
+    /// Counts a request waiting for capacity until the guard drops.
+    pub fn waiter(&self, now_ms: i64) -> Waiter<'_> {
+        let mut held = self.held();
+        held.waiting += 1;
+        held.count_demand(now_ms);
+        Waiter { meter: self }
+    }
+
+    /// What the quota leaser should send for this meter now, if anything: the spend of
+    /// closed slices, and a request for more when little is left and requests want it.
+    pub fn ask(&self, now_ms: i64) -> Option<SliceAsk> {
+        let mut held = self.held();
+        held.close_spent(now_ms);
+        if held.asking.is_some() {
+            return None;
+        }
+        let exhausted = held
+            .exhausted
+            .is_some_and(|(window, recheck_at)| window.contains(now_ms) && now_ms < recheck_at);
+        let wanted = !held.gone && !exhausted && (held.waiting > 0 || (held.demand > 0 && held.low()));
+        let want = if wanted {
+            let span = (now_ms - held.demand_since_ms).max(MIN_RATE_SPAN_MS);
+            let per_slice =
+                u64::try_from(i128::from(held.demand) * i128::from(SLICE_TARGET_MS) / i128::from(span))
+                    .unwrap_or(u64::MAX);
+            per_slice.max(u64::from(held.waiting)).max(1)
+        } else {
+            0
+        };
+        if want == 0 && held.reports.is_empty() {
+            return None;
+        }
+        let reports = std::mem::take(&mut held.reports);
+        if want > 0 {
+            held.demand = 0;
+        }
+        held.asking = Some((want, reports.clone()));
+        Some(SliceAsk {
+            meter: self.id.clone(),
+            want,
+            reports,
+        })
+    }
+
+    /// Closes every held slice and returns their spend reports (without asking for more),
+    /// so that a node shutting down gives its unspent capacity back.
+    pub fn release(&self) -> Option<SliceAsk> {
+        let mut held = self.held();
+        if held.asking.is_some() {
+            return None;
+        }
+        let closed: Vec<SpendReport> = held
+            .slices
+            .drain(..)
+            .map(|slice| SpendReport {
+                slice_id: slice.id,
+                spent: slice.spent,
+            })
+            .collect();
+        held.reports.extend(closed);
+        let reports = std::mem::take(&mut held.reports);
+        if reports.is_empty() {
+            return None;
+        }
+        held.asking = Some((0, reports.clone()));
+        Some(SliceAsk {
+            meter: self.id.clone(),
+            want: 0,
+            reports,
+        })
+    }
+
+    /// Takes the cluster's answer to this node's last ask.
+    pub fn absorb(&self, answer: &SliceAnswer, now_ms: i64) {
+        let mut held = self.held();
+        let want = held.asking.take().map_or(0, |(want, _)| want);
+        match answer {
+            SliceAnswer::Granted(grant) => {
+                held.cluster_remaining = grant.remaining;
+                if grant.size > 0 {
+                    held.slices.push_back(HeldSlice {
+                        id: grant.slice_id,
+                        window: grant.window,
+                        size: grant.size,
+                        spent: 0,
+                        expires_at_ms: grant.expires_at_ms,
+                    });
+                    held.last_grant = grant.size;
+                    held.exhausted = None;
+                } else if want > 0 {
+                    held.exhausted = Some((grant.window, now_ms + EXHAUSTED_RECHECK_MS));
+                }
+            }
+            SliceAnswer::NoLimit => held.gone = true,
+        }
+        drop(held);
+        self.granted.notify_waiters();
+    }
+
+    /// The ask was not answered: its reports go out with the next one (a report the
+    /// cluster already applied is ignored the second time).
+    pub fn ask_failed(&self) {
+        let mut held = self.held();
+        if let Some((_, reports)) = held.asking.take() {
+            held.reports.extend(reports);
+        }
+    }
+
+    /// Whether the meter holds nothing and owes no report, so it may be forgotten.
+    pub fn is_idle(&self) -> bool {
+        let held = self.held();
+        held.slices.is_empty() && held.reports.is_empty() && held.asking.is_none() && held.waiting == 0
+    }
+}
+
+/// A request waiting for a grant; see [`LocalMeter::waiter`].
+pub struct Waiter<'a> {
+    meter: &'a LocalMeter,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut held = self.meter.held();
+        held.waiting = held.waiting.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cluster::limits::Grant;
+    use cluster::Subject;
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_010_000;
+
+    fn meter() -> LocalMeter {
+        let id = MeterId {
+            subject: Subject::Key("key_a".into()),
+            period: Period::Seconds(60),
+        };
+        LocalMeter::new(
+            id,
+            &Limit {
+                requests: 100,
+                period: Period::Seconds(60),
+            },
+        )
+    }
+
+    fn grant(meter: &LocalMeter, slice_id: u64, size: u64, now: i64) {
+        let window = Period::Seconds(60).window_at(now);
+        meter.absorb(
+            &SliceAnswer::Granted(Grant {
+                slice_id,
+                window,
+                size,
+                expires_at_ms: now + 2_000,
+                remaining: 50,
+            }),
+            now,
+        );
+    }
+
+    #[test]
+    fn nothing_held_means_wait_and_ask() {
+        let meter = meter();
+        assert_eq!(meter.take(NOW), (Take::Wait, true));
+        let _waiting = meter.waiter(NOW);
+        let ask = meter.ask(NOW).expect("a waiting request asks");
+        assert!(ask.want >= 1 && ask.reports.is_empty());
+        assert!(meter.ask(NOW).is_none(), "one ask in flight");
+    }
+
+    #[test]
+    fn a_slice_admits_exactly_its_size_then_is_reported() {
+        let meter = meter();
+        let _ = meter.ask(NOW);
+        grant(&meter, 7, 3, NOW);
+        for _ in 0..3 {
+            assert!(matches!(meter.take(NOW).0, Take::Admitted(a) if a.slice == Some(7)));
+        }
+        assert_eq!(meter.take(NOW + 1).0, Take::Wait);
+        let ask = meter.ask(NOW + 1).expect("reports and asks");
+        assert_eq!(
+            ask.reports,
+            [SpendReport {
+                slice_id: 7,
+                spent: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn a_slice_is_not_spent_after_its_lease_and_the_rest_is_given_back() {
+        let meter = meter();
+        let _ = meter.ask(NOW);
+        grant(&meter, 1, 10, NOW);
+        meter.take(NOW);
+        assert_eq!(meter.take(NOW + 2_000).0, Take::Wait, "lease over");
+        let ask = meter.ask(NOW + 2_000).expect("report");
+        assert_eq!(
+            ask.reports,
+            [SpendReport {
+                slice_id: 1,
+                spent: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn an_exhausted_window_refuses_until_the_recheck() {
+        let meter = meter();
+        let _waiting = meter.waiter(NOW);
+        let _ = meter.ask(NOW);
+        grant(&meter, 1, 0, NOW);
+        let Take::Refused(refusal) = meter.take(NOW + 10).0 else {
+            panic!("expected a refusal")
+        };
+        assert!(refusal.rate);
+        assert_eq!(refusal.reset_ms, Period::Seconds(60).window_at(NOW).end_ms);
+        assert!(meter.ask(NOW + 10).is_none(), "no ask while exhausted");
+        assert_eq!(meter.take(NOW + EXHAUSTED_RECHECK_MS).0, Take::Wait);
+    }
+
+    #[test]
+    fn refunds_and_failed_asks_lose_nothing() {
+        let meter = meter();
+        let _ = meter.ask(NOW);
+        grant(&meter, 4, 2, NOW);
+        meter.take(NOW);
+        meter.refund(4);
+        meter.take(NOW);
+        meter.take(NOW);
+        assert_eq!(meter.take(NOW).0, Take::Wait);
+        let ask = meter.ask(NOW).expect("report");
+        assert_eq!(
+            ask.reports,
+            [SpendReport {
+                slice_id: 4,
+                spent: 2
+            }]
+        );
+        meter.ask_failed();
+        let again = meter.ask(NOW).expect("the report is sent again");
+        assert_eq!(again.reports, ask.reports);
+    }
+
+    #[test]
+    fn a_low_slice_asks_ahead_and_wants_about_one_second_of_traffic() {
+        let meter = meter();
+        let _ = meter.ask(NOW);
+        grant(&meter, 1, 40, NOW);
+        let mut woke = false;
+        for i in 0..25 {
+            woke |= meter.take(NOW + i * 20).1;
+        }
+        assert!(woke, "asks before the slice runs out");
+        let ask = meter.ask(NOW + 500).expect("asks ahead");
+        assert!(
+            (40..=60).contains(&ask.want),
+            "25 requests in 0.5 s wants ~50, got {}",
+            ask.want
+        );
+    }
+}

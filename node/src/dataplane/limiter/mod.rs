@@ -1,0 +1,204 @@
+//! Exact cluster-wide limits on the hot path: a request is admitted by taking one unit
+//! from each of its key's and tenant's local meters, all or none. Capacity comes from
+//! slices the quota leaser obtains through Raft; a request finds the leader only when
+//! this node holds nothing for a limit, and then waits for the leaser's next grant.
+//!
+//! - [`meter`]: one limit's held slices, spends, reports and asks.
+
+pub mod meter;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use cluster::{Limit, MeterId};
+use tokio::sync::Notify;
+
+pub use meter::{Admission, LocalMeter, Refusal, Take};
+
+/// Longest a request waits for capacity when this node holds none (normally one Raft
+/// round trip). A node that cannot reach the leader refuses after this.
+const GRANT_WAIT: Duration = Duration::from_secs(2);
+
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Every meter this node spends from, and the bell that wakes the quota leaser.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    meters: Mutex<HashMap<MeterId, Arc<LocalMeter>>>,
+    wake: Notify,
+}
+
+impl Limiter {
+    /// Returns the meter of `id`, creating it on first use. A meter outlives changes of
+    /// its limit's count: what it holds stays valid for its window.
+    pub fn meter(&self, id: MeterId, limit: &Limit) -> Arc<LocalMeter> {
+        let mut meters = self.meters.lock().unwrap_or_else(PoisonError::into_inner);
+        let meter = meters
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(LocalMeter::new(id, limit)));
+        meter.set_limit(limit);
+        meter.clone()
+    }
+
+    /// Returns every meter, forgetting those no key refers to any more that hold nothing
+    /// and owe no report.
+    pub fn meters(&self) -> Vec<Arc<LocalMeter>> {
+        let mut meters = self.meters.lock().unwrap_or_else(PoisonError::into_inner);
+        meters.retain(|_, meter| Arc::strong_count(meter) > 1 || !meter.is_idle());
+        meters.values().cloned().collect()
+    }
+
+    /// Asks the quota leaser to look at the meters now.
+    pub fn wake_leaser(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Completes when a request asked for the leaser.
+    pub async fn leaser_woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Admits one request against every meter in `meters`, all or none. Returns the
+    /// standing against the tightest limit, for the response headers.
+    pub async fn admit(&self, meters: &[Arc<LocalMeter>]) -> Result<Option<Admission>, LimitError> {
+        let mut taken: Vec<(&LocalMeter, u64)> = Vec::with_capacity(meters.len());
+        let mut tightest: Option<Admission> = None;
+        let deadline = tokio::time::Instant::now() + GRANT_WAIT;
+        for meter in meters {
+            match self.take_one(meter, deadline).await {
+                Ok(admission) => {
+                    if let Some(slice) = admission.slice {
+                        taken.push((meter, slice));
+                    }
+                    if tightest.is_none_or(|t| admission.remaining < t.remaining) {
+                        tightest = Some(admission);
+                    }
+                }
+                Err(error) => {
+                    for (meter, slice) in taken {
+                        meter.refund(slice);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(tightest)
+    }
+
+    async fn take_one(
+        &self,
+        meter: &LocalMeter,
+        deadline: tokio::time::Instant,
+    ) -> Result<Admission, LimitError> {
+        loop {
+            let granted = meter.granted();
+            tokio::pin!(granted);
+            granted.as_mut().enable();
+            let now = crate::clock::now_ms();
+            let (take, wake) = meter.take(now);
+            if wake {
+                self.wake_leaser();
+            }
+            match take {
+                Take::Admitted(admission) => return Ok(admission),
+                Take::Refused(refusal) => return Err(LimitError::Refused(refusal)),
+                Take::Wait => {
+                    let _waiting = meter.waiter(now);
+                    self.wake_leaser();
+                    if tokio::time::timeout_at(deadline, granted).await.is_err() {
+                        return Err(LimitError::Unavailable);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("the limit of this window is used up")]
+    Refused(Refusal),
+    #[error("this node could not obtain capacity from the cluster in time")]
+    Unavailable,
+}
+
+impl LimitError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LimitError::Refused(refusal) if refusal.rate => "rate_limited",
+            LimitError::Refused(_) => "quota_exceeded",
+            LimitError::Unavailable => "limit_unavailable",
+        }
+    }
+
+    /// The refusal as a response: 429 with `Retry-After` and the `RateLimit-*` headers, or
+    /// 503 when capacity could not be obtained.
+    pub fn response(&self, now_ms: i64) -> HttpResponse {
+        let (status, retry_after, message) = match self {
+            LimitError::Refused(refusal) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                seconds_until(refusal.reset_ms, now_ms),
+                if refusal.rate {
+                    "the key's or tenant's rate limit is reached for this window"
+                } else {
+                    "the key's or tenant's quota is used up for this period"
+                },
+            ),
+            LimitError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                1,
+                "this node could not obtain capacity from the cluster in time",
+            ),
+        };
+        let mut response = HttpResponse::build(status)
+            .insert_header((RETRY_AFTER, retry_after))
+            .json(serde_json::json!({ "error": { "code": self.code(), "message": message } }));
+        if let LimitError::Refused(refusal) = self {
+            let standing = Admission {
+                slice: None,
+                limit: refusal.limit,
+                remaining: 0,
+                reset_ms: refusal.reset_ms,
+            };
+            insert_headers(response.headers_mut(), &standing, now_ms);
+        }
+        response
+    }
+}
+
+/// Adds `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) for `standing`.
+pub fn insert_headers(headers: &mut HeaderMap, standing: &Admission, now_ms: i64) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(standing.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(standing.remaining));
+    headers.insert(
+        RATELIMIT_RESET,
+        HeaderValue::from(seconds_until(standing.reset_ms, now_ms)),
+    );
+}
+
+/// Whole seconds from `now_ms` to `at_ms`, rounded up, at least 1.
+fn seconds_until(at_ms: i64, now_ms: i64) -> u64 {
+    let ms = at_ms.saturating_sub(now_ms).max(1);
+    u64::try_from(ms.div_euclid(1000) + i64::from(ms % 1000 != 0)).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(seconds_until(10_000, 9_999), 1);
+        assert_eq!(seconds_until(10_000, 8_000), 2);
+        assert_eq!(seconds_until(10_000, 7_999), 3);
+        assert_eq!(seconds_until(10_000, 20_000), 1);
+    }
+}
