@@ -74,6 +74,8 @@ pub struct KeyUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceBatch {
     pub node: NodeId,
+    /// Identifies the node's process; a restart changes it.
+    pub incarnation: u64,
     /// The node's clock when it asked: windows and lease ends are computed from it.
     pub now_ms: i64,
     /// How long the granted slices may be spent.
@@ -88,6 +90,9 @@ pub struct SliceAsk {
     /// Capacity wanted; 0 only reports.
     pub want: u64,
     pub reports: Vec<SpendReport>,
+    /// The slices of this meter the node holds open; any other unreported slice granted
+    /// to this process never reached it.
+    pub held: Vec<u64>,
 }
 
 /// The answer to one [`SliceAsk`].

@@ -10,6 +10,10 @@
 //!   its last slice stays consumed; a later report (the node came back) credits the rest;
 //! - a node reports the spend of its earlier slices whenever it asks for a new one, so a
 //!   crash can lose at most the node's outstanding slices;
+//! - a node also lists the slices it holds; a slice of the same process (incarnation) that
+//!   is neither held nor reported never reached it (the answer was lost or timed out, and
+//!   a node asks again only after its previous ask was answered or given up), so it paid
+//!   for nothing and is given back at once;
 //! - slices shrink as the window's capacity runs out, down to one request, so that what a
 //!   crash can strand stays small and nearly the whole limit is usable.
 //!
@@ -147,6 +151,9 @@ pub struct MeterId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slice {
     pub node: NodeId,
+    /// The process of `node` it was granted to (a restarted node cannot vouch for the
+    /// slices of its previous life).
+    pub incarnation: u64,
     pub size: u64,
     /// After this (the requester's stamped time) the node must not spend from the slice.
     pub expires_at_ms: i64,
@@ -176,13 +183,13 @@ impl WindowLedger {
         self.limit.saturating_sub(self.consumed())
     }
 
-    /// Capacity held by slices that may still be spent at `now_ms`.
-    pub fn outstanding(&self, now_ms: i64) -> u64 {
-        self.open
-            .values()
-            .filter(|s| now_ms < s.expires_at_ms)
-            .map(|s| s.size)
-            .sum()
+    /// Capacity each node holds in slices that may still be spent at `now_ms`.
+    pub fn held_by_node(&self, now_ms: i64) -> BTreeMap<NodeId, u64> {
+        let mut held = BTreeMap::new();
+        for slice in self.open.values().filter(|s| now_ms < s.expires_at_ms) {
+            *held.entry(slice.node).or_insert(0) += slice.size;
+        }
+        held
     }
 }
 
@@ -198,6 +205,10 @@ pub struct SpendReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceRequest {
     pub node: NodeId,
+    /// Identifies the requesting process; changes when the node restarts.
+    pub incarnation: u64,
+    /// The slices of this limit the node holds open (received, not yet reported).
+    pub held: Vec<u64>,
     /// The limit as the replicated state holds it when the request is applied.
     pub limit: Limit,
     /// How much the node would like (about what it expects to admit in one lease); 0 asks
@@ -261,6 +272,12 @@ impl Meter {
         };
         // A lowered limit takes effect at once; a raised one adds capacity.
         ledger.limit = request.limit.requests;
+        ledger.open.retain(|id, slice| {
+            slice.node != request.node
+                || slice.incarnation != request.incarnation
+                || request.held.contains(id)
+                || request.reports.iter().any(|r| r.slice_id == *id)
+        });
         for report in &request.reports {
             if ledger
                 .open
@@ -296,6 +313,7 @@ impl Meter {
             slice_id,
             Slice {
                 node: request.node,
+                incarnation: request.incarnation,
                 size,
                 expires_at_ms,
             },
@@ -345,6 +363,8 @@ mod tests {
     fn request(node: NodeId, want: u64, reports: Vec<SpendReport>, now: i64) -> SliceRequest {
         SliceRequest {
             node,
+            incarnation: 0,
+            held: Vec::new(),
             limit: Limit {
                 requests: 300,
                 period: Period::Seconds(60),
@@ -428,6 +448,27 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_that_never_reached_its_node_is_given_back_at_its_next_ask() {
+        let mut meter = Meter::default();
+        let consumed = |meter: &Meter| meter.ledger.as_ref().expect("ledger").consumed();
+        let kept = meter.grant(&request(1, 10, vec![], 0));
+        let mut ask = request(1, 10, vec![], 1);
+        ask.held = vec![kept.slice_id];
+        let lost = meter.grant(&ask);
+        assert_eq!(consumed(&meter), kept.size + lost.size);
+        let mut next = request(1, 0, vec![], 2);
+        next.held = vec![kept.slice_id];
+        meter.grant(&next);
+        assert_eq!(consumed(&meter), kept.size, "the lost grant paid for nothing");
+
+        // After a restart the node cannot vouch for its earlier slices: they stay counted.
+        let mut restarted = request(1, 0, vec![], 3);
+        restarted.incarnation = 1;
+        meter.grant(&restarted);
+        assert_eq!(consumed(&meter), kept.size);
+    }
+
+    #[test]
     fn a_new_window_starts_empty_and_old_slices_are_void() {
         let mut meter = Meter::default();
         let first = meter.grant(&request(1, 1_000, vec![], 0));
@@ -469,6 +510,11 @@ mod tests {
         },
         /// A node stops spending from one of its open slices after spending a fraction.
         Close { node: NodeId, pick: usize, percent: u8 },
+        /// A node asks but never receives the answer (it timed out, or the link broke).
+        LostAsk { node: NodeId, want: u64 },
+        /// A node crashes and restarts: whatever it held was spent in full and is never
+        /// reported; the new process knows nothing of it.
+        Restart { node: NodeId },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -477,6 +523,8 @@ mod tests {
                 .prop_map(|(node, want, advance_ms)| Step::Ask { node, want, advance_ms }),
             2 => (1u64..4, any::<usize>(), 0u8..=100)
                 .prop_map(|(node, pick, percent)| Step::Close { node, pick, percent }),
+            1 => (1u64..4, 1u64..200).prop_map(|(node, want)| Step::LostAsk { node, want }),
+            1 => (1u64..4).prop_map(|node| Step::Restart { node }),
         ]
     }
 
@@ -488,6 +536,8 @@ mod tests {
         spent: u64,
         closed: bool,
         reported: bool,
+        /// The node's process restarted: nobody will report this slice.
+        abandoned: bool,
     }
 
     proptest! {
@@ -499,27 +549,49 @@ mod tests {
             let mut meter = Meter::default();
             let mut now = 0i64;
             let mut held: Vec<Held> = Vec::new();
+            let mut incarnations = [0u64; 4];
+            // What one node sends: its closed slices as reports, its open ones as held.
+            let ask = |held: &mut Vec<Held>, node: NodeId, want: u64, now: i64, incarnation: u64| {
+                let mut request = request(node, want, Vec::new(), now);
+                request.incarnation = incarnation;
+                for h in held.iter_mut().filter(|h| h.node == node && !h.abandoned && !h.reported) {
+                    if h.closed {
+                        h.reported = true;
+                        request.reports.push(SpendReport { slice_id: h.grant.slice_id, spent: h.spent });
+                    } else {
+                        request.held.push(h.grant.slice_id);
+                    }
+                }
+                request
+            };
             for step in steps {
                 match step {
                     Step::Ask { node, want, advance_ms } => {
                         now += advance_ms;
-                        let reports = held
-                            .iter_mut()
-                            .filter(|h| h.node == node && h.closed && !h.reported)
-                            .map(|h| {
-                                h.reported = true;
-                                SpendReport { slice_id: h.grant.slice_id, spent: h.spent }
-                            })
-                            .collect();
-                        let grant = meter.grant(&request(node, want, reports, now));
+                        let request = ask(&mut held, node, want, now, incarnations[node as usize]);
+                        let grant = meter.grant(&request);
                         prop_assert!(grant.window.contains(T0 + now));
                         if grant.size > 0 {
-                            held.push(Held { node, grant, spent: grant.size, closed: false, reported: false });
+                            held.push(Held { node, grant, spent: grant.size, closed: false, reported: false, abandoned: false });
                         }
                     }
+                    Step::LostAsk { node, want } => {
+                        let request = ask(&mut held, node, want, now, incarnations[node as usize]);
+                        meter.grant(&request);
+                    }
+                    Step::Restart { node } => {
+                        for h in held.iter_mut().filter(|h| h.node == node && !h.reported) {
+                            h.abandoned = true;
+                            if !h.closed {
+                                h.spent = h.grant.size;
+                            }
+                        }
+                        incarnations[node as usize] += 1;
+                    }
                     Step::Close { node, pick, percent } => {
-                        let open: Vec<usize> =
-                            (0..held.len()).filter(|&i| held[i].node == node && !held[i].closed).collect();
+                        let open: Vec<usize> = (0..held.len())
+                            .filter(|&i| held[i].node == node && !held[i].closed && !held[i].abandoned)
+                            .collect();
                         if !open.is_empty() {
                             let h = &mut held[open[pick % open.len()]];
                             h.spent = h.grant.size * u64::from(percent) / 100;

@@ -216,6 +216,11 @@ impl Node {
     /// SIGTERM and wait (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the process to exit after a signal sent earlier.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -14,7 +14,7 @@ use crate::validate::{self, FieldError};
 pub const MAX_LEASE_MS: i64 = 60_000;
 /// Most meters in one slice batch.
 pub const MAX_SLICE_ASKS: usize = 10_000;
-/// Most spend reports for one meter in one ask.
+/// Most spend reports (and most held slices) for one meter in one ask.
 pub const MAX_SPEND_REPORTS: usize = 64;
 
 impl State {
@@ -111,15 +111,15 @@ impl State {
                 format!("at most {MAX_SLICE_ASKS} entries"),
             )));
         }
-        if let Some(index) = batch
-            .asks
-            .iter()
-            .position(|a| a.reports.len() > MAX_SPEND_REPORTS)
-        {
-            return Err(invalid(FieldError::new(
-                format!("asks[{index}].reports"),
-                format!("at most {MAX_SPEND_REPORTS} entries"),
-            )));
+        for (index, ask) in batch.asks.iter().enumerate() {
+            for (field, len) in [("reports", ask.reports.len()), ("held", ask.held.len())] {
+                if len > MAX_SPEND_REPORTS {
+                    return Err(invalid(FieldError::new(
+                        format!("asks[{index}].{field}"),
+                        format!("at most {MAX_SPEND_REPORTS} entries"),
+                    )));
+                }
+            }
         }
         let answers = batch
             .asks
@@ -136,6 +136,8 @@ impl State {
                 let meter = self.meters.entry(ask.meter.clone()).or_default();
                 SliceAnswer::Granted(meter.grant(&SliceRequest {
                     node: batch.node,
+                    incarnation: batch.incarnation,
+                    held: ask.held.clone(),
                     limit,
                     want: ask.want,
                     lease_ms: batch.lease_ms,

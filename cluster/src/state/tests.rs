@@ -732,6 +732,7 @@ fn key_meter(id: &str) -> MeterId {
 fn grant(node: NodeId, now: i64, asks: Vec<(MeterId, u64)>) -> Command {
     Command::GrantSlices(Box::new(SliceBatch {
         node,
+        incarnation: 7,
         now_ms: T0 + now,
         lease_ms: 2_000,
         asks: asks
@@ -740,6 +741,7 @@ fn grant(node: NodeId, now: i64, asks: Vec<(MeterId, u64)>) -> Command {
                 meter,
                 want,
                 reports: vec![],
+                held: vec![],
             })
             .collect(),
     }))

@@ -193,8 +193,10 @@ struct LimitView {
     consumed: u64,
     /// Capacity not yet granted to any node.
     remaining: u64,
-    /// Of `consumed`, what nodes hold in slices that may still be spent.
-    held_by_nodes: u64,
+    /// Of `consumed`, what each node holds in slices whose lease has not ended; a node
+    /// drops out of this when its lease does (what it held stays consumed until it
+    /// reports, since it may have spent it).
+    held_by_node: std::collections::BTreeMap<String, u64>,
 }
 
 fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
@@ -220,7 +222,12 @@ fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
                 window_end: rfc3339(window.end_ms),
                 consumed,
                 remaining: limit.requests.saturating_sub(consumed),
-                held_by_nodes: ledger.map_or(0, |l| l.outstanding(now)),
+                held_by_node: ledger
+                    .map(|l| l.held_by_node(now))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(node, held)| (node.to_string(), held))
+                    .collect(),
             }
         })
         .collect()

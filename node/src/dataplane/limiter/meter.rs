@@ -32,6 +32,8 @@ pub enum Take {
     Refused(Refusal),
     /// Nothing held: wait for the quota leaser's next grant.
     Wait,
+    /// Nothing held and the last ask for more failed: the cluster is out of reach.
+    Unreachable,
 }
 
 /// An admitted request's standing against one limit, for the `RateLimit-*` headers.
@@ -87,6 +89,9 @@ struct Held {
     last_grant: u64,
     /// The replicated state no longer has this limit.
     gone: bool,
+    /// The last ask failed; requests that find nothing held are refused at once until
+    /// an ask succeeds (the leaser keeps asking while they come).
+    unreachable: bool,
 }
 
 impl Held {
@@ -190,6 +195,10 @@ impl LocalMeter {
                 };
                 (Take::Refused(refusal), false)
             }
+            _ if held.unreachable => {
+                held.count_demand(now_ms);
+                (Take::Unreachable, held.asking.is_none())
+            }
             _ => {
                 held.exhausted = None;
                 (Take::Wait, held.asking.is_none())
@@ -255,6 +264,7 @@ impl LocalMeter {
             meter: self.id.clone(),
             want,
             reports,
+            held: held.slices.iter().map(|s| s.id).collect(),
         })
     }
 
@@ -283,6 +293,7 @@ impl LocalMeter {
             meter: self.id.clone(),
             want: 0,
             reports,
+            held: Vec::new(),
         })
     }
 
@@ -290,6 +301,7 @@ impl LocalMeter {
     pub fn absorb(&self, answer: &SliceAnswer, now_ms: i64) {
         let mut held = self.held();
         let want = held.asking.take().map_or(0, |(want, _)| want);
+        held.unreachable = false;
         match answer {
             SliceAnswer::Granted(grant) => {
                 held.cluster_remaining = grant.remaining;
@@ -320,6 +332,14 @@ impl LocalMeter {
         if let Some((_, reports)) = held.asking.take() {
             held.reports.extend(reports);
         }
+        held.unreachable = true;
+        drop(held);
+        self.granted.notify_waiters();
+    }
+
+    /// Whether an ask is waiting for its answer.
+    pub fn is_asking(&self) -> bool {
+        self.held().asking.is_some()
     }
 
     /// Whether the meter holds nothing and owes no report, so it may be forgotten.
@@ -458,8 +478,14 @@ mod tests {
             }]
         );
         meter.ask_failed();
+        assert_eq!(
+            meter.take(NOW).0,
+            Take::Unreachable,
+            "refused at once while out of reach"
+        );
         let again = meter.ask(NOW).expect("the report is sent again");
         assert_eq!(again.reports, ask.reports);
+        assert!(again.want > 0, "and more is asked for the refused request");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod meter;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::sync::Notify;
 pub use meter::{Admission, LocalMeter, Refusal, Take};
 
 /// Longest a request waits for capacity when this node holds none (normally one Raft
-/// round trip). A node that cannot reach the leader refuses after this.
+/// round trip). Once an ask has failed, requests are refused at once instead.
 const GRANT_WAIT: Duration = Duration::from_secs(2);
 
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -28,13 +29,33 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// Every meter this node spends from, and the bell that wakes the quota leaser.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Limiter {
+    /// Identifies this process to the cluster's ledgers, which give back a grant that
+    /// never reached it (see `cluster::limits`); random, so a restart changes it.
+    incarnation: u64,
     meters: Mutex<HashMap<MeterId, Arc<LocalMeter>>>,
     wake: Notify,
+    /// Set on shutdown: the leaser stops asking, so held capacity can be given back.
+    closed: AtomicBool,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self {
+            incarnation: rand::random(),
+            meters: Mutex::default(),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Limiter {
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// Returns the meter of `id`, creating it on first use. A meter outlives changes of
     /// its limit's count: what it holds stays valid for its window.
     pub fn meter(&self, id: MeterId, limit: &Limit) -> Arc<LocalMeter> {
@@ -52,6 +73,16 @@ impl Limiter {
         let mut meters = self.meters.lock().unwrap_or_else(PoisonError::into_inner);
         meters.retain(|_, meter| Arc::strong_count(meter) > 1 || !meter.is_idle());
         meters.values().cloned().collect()
+    }
+
+    /// Stops the quota leaser for good (shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Asks the quota leaser to look at the meters now.
@@ -108,6 +139,7 @@ impl Limiter {
             match take {
                 Take::Admitted(admission) => return Ok(admission),
                 Take::Refused(refusal) => return Err(LimitError::Refused(refusal)),
+                Take::Unreachable => return Err(LimitError::Unavailable),
                 Take::Wait => {
                     let _waiting = meter.waiter(now);
                     self.wake_leaser();
