@@ -166,6 +166,9 @@ pub struct WindowLedger {
     pub limit: u64,
     /// Requests the reported slices paid for.
     pub settled: u64,
+    /// Asks applied in this window (every node's, granted or not): how much Raft traffic
+    /// the limit costs.
+    pub asks: u64,
     /// Slices not yet reported on, by id. Each may have paid for its whole size: its node
     /// may have spent all of it and died before saying so.
     pub open: BTreeMap<u64, Slice>,
@@ -267,11 +270,13 @@ impl Meter {
                 window,
                 limit: request.limit.requests,
                 settled: 0,
+                asks: 0,
                 open: BTreeMap::new(),
             }),
         };
         // A lowered limit takes effect at once; a raised one adds capacity.
         ledger.limit = request.limit.requests;
+        ledger.asks += 1;
         ledger.open.retain(|id, slice| {
             slice.node != request.node
                 || slice.incarnation != request.incarnation

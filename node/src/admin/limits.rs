@@ -197,6 +197,9 @@ struct LimitView {
     /// drops out of this when its lease does (what it held stays consumed until it
     /// reports, since it may have spent it).
     held_by_node: std::collections::BTreeMap<String, u64>,
+    /// How many times nodes asked for capacity (or reported) in this window; each ask is
+    /// part of one Raft command, which carries a node's asks for many limits.
+    asks: u64,
 }
 
 fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
@@ -222,6 +225,7 @@ fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
                 window_end: rfc3339(window.end_ms),
                 consumed,
                 remaining: limit.requests.saturating_sub(consumed),
+                asks: ledger.map_or(0, |l| l.asks),
                 held_by_node: ledger
                     .map(|l| l.held_by_node(now))
                     .unwrap_or_default()
