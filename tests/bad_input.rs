@@ -290,6 +290,41 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
         "existing member at another address",
     );
 
+    // Limits: PATCH of a key and tenants refuse bad input the same way.
+    let patch = |path: &str, body: &Value| {
+        send(http().patch(node.admin_url(path)).bearer_auth(TOKEN).json(body))
+    };
+    for body in [
+        json!({ "limits": [{ "requests": 0, "window_secs": 60 }] }),
+        json!({ "limits": [{ "requests": 5, "period": "week" }] }),
+        json!({ "limits": [{ "requests": 5 }] }),
+        json!({ "scopes": ["not ok"] }),
+        json!({ "name": "" }),
+        json!({ "status": "active" }),
+    ] {
+        let answer = patch(&format!("/v1/keys/{existing}"), &body).expect("answer");
+        assert_eq!(answer.status, 400, "{body}: {}", answer.text);
+        assert_eq!(answer.code(), "validation_failed", "{body}: {}", answer.text);
+    }
+    assert_error(
+        patch("/v1/keys/key_missing", &json!({ "name": "x" })),
+        404,
+        "not_found",
+        "patch of a missing key",
+    );
+    for (path, body) in [
+        ("/v1/tenants/acme", json!({ "limits": [{ "requests": 0, "window_secs": 1 }] })),
+        ("/v1/tenants/acme", json!({})),
+        ("/v1/tenants/acme", json!({ "limits": [], "extra": 1 })),
+        ("/v1/tenants/bad%20id", json!({ "limits": [] })),
+    ] {
+        let answer = node.put(path, &body).expect("answer");
+        assert_eq!(answer.status, 400, "{path} {body}: {}", answer.text);
+    }
+    assert_error(node.get("/v1/tenants/acme"), 404, "not_found", "tenant never created");
+    assert_error(node.delete("/v1/tenants/acme"), 404, "not_found", "delete of a missing tenant");
+    assert_error(node.get("/v1/keys/key_missing/limits"), 404, "not_found", "limits of a missing key");
+
     // Nothing changed anywhere: same keys, same statuses, same members.
     let linearizable = node
         .get("/v1/keys?consistency=linearizable&limit=1000")
