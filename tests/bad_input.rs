@@ -291,9 +291,8 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
     );
 
     // Limits: PATCH of a key and tenants refuse bad input the same way.
-    let patch = |path: &str, body: &Value| {
-        send(http().patch(node.admin_url(path)).bearer_auth(TOKEN).json(body))
-    };
+    let patch =
+        |path: &str, body: &Value| send(http().patch(node.admin_url(path)).bearer_auth(TOKEN).json(body));
     for body in [
         json!({ "limits": [{ "requests": 0, "window_secs": 60 }] }),
         json!({ "limits": [{ "requests": 5, "period": "week" }] }),
@@ -313,7 +312,10 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
         "patch of a missing key",
     );
     for (path, body) in [
-        ("/v1/tenants/acme", json!({ "limits": [{ "requests": 0, "window_secs": 1 }] })),
+        (
+            "/v1/tenants/acme",
+            json!({ "limits": [{ "requests": 0, "window_secs": 1 }] }),
+        ),
         ("/v1/tenants/acme", json!({})),
         ("/v1/tenants/acme", json!({ "limits": [], "extra": 1 })),
         ("/v1/tenants/bad%20id", json!({ "limits": [] })),
@@ -321,9 +323,24 @@ fn bad_admin_input_gets_a_clear_4xx_and_changes_nothing() {
         let answer = node.put(path, &body).expect("answer");
         assert_eq!(answer.status, 400, "{path} {body}: {}", answer.text);
     }
-    assert_error(node.get("/v1/tenants/acme"), 404, "not_found", "tenant never created");
-    assert_error(node.delete("/v1/tenants/acme"), 404, "not_found", "delete of a missing tenant");
-    assert_error(node.get("/v1/keys/key_missing/limits"), 404, "not_found", "limits of a missing key");
+    assert_error(
+        node.get("/v1/tenants/acme"),
+        404,
+        "not_found",
+        "tenant never created",
+    );
+    assert_error(
+        node.delete("/v1/tenants/acme"),
+        404,
+        "not_found",
+        "delete of a missing tenant",
+    );
+    assert_error(
+        node.get("/v1/keys/key_missing/limits"),
+        404,
+        "not_found",
+        "limits of a missing key",
+    );
 
     // Nothing changed anywhere: same keys, same statuses, same members.
     let linearizable = node

@@ -6,30 +6,17 @@
 mod support;
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::upstream::Upstream;
-use support::{create_key_with, http, wait_for, Cluster, Node, Signal, TOKEN};
+use support::{create_key_with, http, long_window_secs, wait_for, Cluster, Node, Signal, TOKEN};
 
 /// These tests load the machine (three nodes, an upstream, client threads); one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A fixed window long enough that the current one does not end during the test: windows
-/// are aligned to the Unix epoch, so pick a length whose current window has an hour left.
-fn long_window_secs() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    [30_000_000u64, 31_000_000, 31_536_000]
-        .into_iter()
-        .find(|w| w - now % w > 3_600)
-        .expect("one of three windows has an hour left")
 }
 
 /// What a burst of requests got.

@@ -18,24 +18,12 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{env_or, mean, require_tools, row, wait_http, wrk, Nginx};
 use serde_json::{json, Value};
 use support::upstream::Upstream;
-use support::{create_key_with, free_port, http, wait_for, Cluster, Node};
-
-/// A fixed window whose current instance has an hour left (windows are epoch-aligned).
-fn long_window_secs() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    [30_000_000u64, 31_000_000, 31_536_000]
-        .into_iter()
-        .find(|w| w - now % w > 3_600)
-        .expect("one of three windows has an hour left")
-}
+use support::{create_key_with, free_port, http, long_window_secs, wait_for, Cluster, Node};
 
 /// The first limit of a key, read through the leader.
 fn limit_view(node: &Node, key_id: &str) -> Value {

@@ -35,6 +35,19 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// A fixed-window length (seconds) whose current window has at least an hour left, so a
+/// test's limit does not reset midway: windows are aligned to the Unix epoch.
+pub fn long_window_secs() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    [30_000_000u64, 31_000_000, 31_536_000]
+        .into_iter()
+        .find(|w| w - now % w > 3_600)
+        .expect("one of three windows has an hour left")
+}
+
 /// Returns a port that was free a moment ago and that this test process has not handed
 /// out before (the kernel may offer a just-released port again).
 pub fn free_port() -> u16 {

@@ -255,15 +255,12 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(id.into_inner())?;
-    let written = ctx
-        .audited_write(&admin, Command::DeleteKey { id, now_ms: now_ms() })
-        .await?;
-    let id = expect_outcome(written.response, |response| match response {
+    let command = Command::DeleteKey { id, now_ms: now_ms() };
+    ctx.audited_delete(&admin, command, |response| match response {
         Response::KeyDeleted { id } => Some(id),
         _ => None,
-    })?;
-    tracing::debug!(key_id = %id, "key deleted");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+    })
+    .await
 }
 
 fn key_view(response: Response, now: i64) -> Result<KeyView, ApiError> {

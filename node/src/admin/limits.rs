@@ -92,6 +92,14 @@ struct TenantView {
     updated_at: String,
 }
 
+/// A tenant with its limits' current windows.
+#[derive(Debug, Serialize)]
+struct TenantDetail {
+    #[serde(flatten)]
+    tenant: TenantView,
+    windows: Vec<LimitView>,
+}
+
 impl From<&Tenant> for TenantView {
     fn from(tenant: &Tenant) -> Self {
         Self {
@@ -151,10 +159,9 @@ pub async fn get_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(id.into_inner())?;
     let view = read_state(&ctx, query.consistency, |state| {
-        state.tenant(&id).map(|tenant| {
-            let mut view = serde_json::to_value(TenantView::from(tenant)).unwrap_or_default();
-            view["usage"] = serde_json::json!(limit_views(state, &Subject::Tenant(id.clone()), now_ms()));
-            view
+        state.tenant(&id).map(|tenant| TenantDetail {
+            tenant: TenantView::from(tenant),
+            windows: limit_views(state, &Subject::Tenant(id.clone()), now_ms()),
         })
     })
     .await?
@@ -169,14 +176,12 @@ pub async fn delete_tenant(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(id.into_inner())?;
-    let written = ctx
-        .audited_write(&admin, Command::DeleteTenant { id, now_ms: now_ms() })
-        .await?;
-    let id = expect_outcome(written.response, |response| match response {
+    let command = Command::DeleteTenant { id, now_ms: now_ms() };
+    ctx.audited_delete(&admin, command, |response| match response {
         Response::TenantDeleted { id } => Some(id),
         _ => None,
-    })?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+    })
+    .await
 }
 
 /// One limit's current window, cluster-wide.

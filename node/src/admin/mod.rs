@@ -46,6 +46,21 @@ impl AdminContext {
         };
         Ok(self.cluster.write(Command::Audited(Box::new(audited))).await?)
     }
+
+    /// Proposes an audited delete and answers `{"id", "deleted": true}` with the id that
+    /// `deleted` finds in the outcome.
+    async fn audited_delete(
+        &self,
+        admin: &Admin,
+        command: Command,
+        deleted: fn(::cluster::Response) -> Option<String>,
+    ) -> Result<HttpResponse, ApiError> {
+        let kind = command.kind();
+        let written = self.audited_write(admin, command).await?;
+        let id = expect_outcome(written.response, deleted)?;
+        tracing::info!(%id, action = kind, "deleted");
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+    }
 }
 
 /// Read consistency of a GET: the local replica (default) or through the leader's read index.

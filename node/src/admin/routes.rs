@@ -232,11 +232,9 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(id.into_inner())?;
     let command = Command::DeleteRoute { id, now_ms: now_ms() };
-    let written = ctx.audited_write(&admin, command).await?;
-    let id = expect_outcome(written.response, |response| match response {
+    ctx.audited_delete(&admin, command, |response| match response {
         Response::RouteDeleted { id } => Some(id),
         _ => None,
-    })?;
-    tracing::info!(route = %id, "route deleted");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+    })
+    .await
 }
