@@ -6,8 +6,9 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// The current format version marker.
-pub const FORMAT_V1: u8 = 1;
+/// The current format version marker. 2: keys carry a list of limits, and the state holds
+/// tenants and limit ledgers (data written by version 1 is refused, not misread).
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ fn large_config() -> impl bincode::config::Config {
 
 /// Encodes `value` with the version marker.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![FORMAT_V1];
+    let mut out = vec![FORMAT_VERSION];
     bincode::serde::encode_into_std_write(value, &mut out, config())?;
     Ok(out)
 }
@@ -58,7 +59,7 @@ pub fn decode_large<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 
 fn versioned_body(bytes: &[u8]) -> Result<&[u8], WireError> {
     let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
-    if version != FORMAT_V1 {
+    if version != FORMAT_VERSION {
         return Err(WireError::UnknownVersion(version));
     }
     Ok(body)
@@ -78,7 +79,7 @@ mod tests {
     #[test]
     fn values_round_trip_with_a_version_marker() {
         let bytes = encode(&("key_1", 42u64)).expect("encode");
-        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(bytes[0], FORMAT_VERSION);
         let back: (String, u64) = decode(&bytes).expect("decode");
         assert_eq!(back, ("key_1".to_owned(), 42));
     }
@@ -90,9 +91,9 @@ mod tests {
             decode::<u64>(&[9, 1]),
             Err(WireError::UnknownVersion(9))
         ));
-        assert!(decode::<String>(&[FORMAT_V1, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<String>(&[FORMAT_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(matches!(
-            decode::<u8>(&[FORMAT_V1, 1, 2]),
+            decode::<u8>(&[FORMAT_VERSION, 1, 2]),
             Err(WireError::TrailingBytes(1))
         ));
     }

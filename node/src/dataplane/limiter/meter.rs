@@ -145,9 +145,12 @@ impl LocalMeter {
         }
     }
 
-    /// Follows a changed count of the same limit (the ledger keeps its window).
+    /// Follows the replicated state: called whenever a key using this limit is applied,
+    /// with the limit as it now stands (a changed count keeps the ledger's window; a limit
+    /// the cluster had reported gone is back).
     pub fn set_limit(&self, limit: &Limit) {
         self.requests.store(limit.requests, Ordering::Relaxed);
+        self.held().gone = false;
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
@@ -396,6 +399,19 @@ mod tests {
             }),
             now,
         );
+    }
+
+    #[test]
+    fn a_limit_reported_gone_admits_freely_until_it_is_set_again() {
+        let meter = meter();
+        let _ = meter.ask(NOW);
+        meter.absorb(&SliceAnswer::NoLimit, NOW);
+        assert!(matches!(meter.take(NOW).0, Take::Admitted(a) if a.slice.is_none()));
+        meter.set_limit(&Limit {
+            requests: 5,
+            period: Period::Seconds(60),
+        });
+        assert_eq!(meter.take(NOW).0, Take::Wait);
     }
 
     #[test]
