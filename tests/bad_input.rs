@@ -505,6 +505,66 @@ fn bad_routes_settings_and_proxy_requests_get_clear_errors_and_change_nothing() 
         "validation_failed",
         "jwt without issuer",
     );
+    let jwt = |settings: Value| {
+        let mut body = with("auth", json!("jwt"));
+        body["jwt"] = settings;
+        body
+    };
+    for (what, settings) in [
+        (
+            "alg none",
+            json!({ "issuer": "https://idp.example", "audience": "api", "algorithms": ["none"] }),
+        ),
+        (
+            "no audience",
+            json!({ "issuer": "https://idp.example", "audience": [] }),
+        ),
+        (
+            "bad key",
+            json!({ "issuer": "i", "audience": "api", "keys": ["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"] }),
+        ),
+        (
+            "issuer to discover is no URL",
+            json!({ "issuer": "idp", "audience": "api" }),
+        ),
+        (
+            "HMAC mixed with RSA",
+            json!({ "issuer": "i", "audience": "api", "algorithms": ["HS256", "RS256"], "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] }),
+        ),
+        (
+            "unknown field",
+            json!({ "issuer": "https://idp.example", "audience": "api", "jwks": "x" }),
+        ),
+    ] {
+        assert_error(put("api", jwt(settings)), 400, "validation_failed", what);
+    }
+    let mut keyed_with_jwt = good.clone();
+    keyed_with_jwt["jwt"] = json!({ "issuer": "https://idp.example", "audience": "api" });
+    assert_error(
+        put("api", keyed_with_jwt),
+        400,
+        "validation_failed",
+        "jwt settings on an api_key route",
+    );
+    for body in [
+        json!({}),
+        json!({ "jti": "a", "sub": "b" }),
+        json!({ "jti": "a", "issued_before": "2026-01-01T00:00:00Z" }),
+        json!({ "jti": "" }),
+        json!({ "sub": "b", "expires_at": "yesterday" }),
+        json!({ "jti": "a", "expires_at": "2001-01-01T00:00:00Z" }),
+    ] {
+        assert_error(
+            node.post("/v1/revocations", &body),
+            400,
+            "validation_failed",
+            &body.to_string(),
+        );
+    }
+    assert_eq!(
+        node.get("/v1/revocations").expect("list").body["revocations"],
+        json!([])
+    );
     assert_error(
         put("api", with("path_prefix", json!("api"))),
         400,

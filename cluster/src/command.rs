@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::{AuditRecord, UsageReport};
 use crate::limits::{Grant, Limit, MeterId, SpendReport};
 use crate::model::{KeyRecord, KeySecret, NodeInfo, Tenant};
+use crate::revocation::TokenRevocation;
 use crate::route::Route;
 use crate::settings::ClusterSettings;
 use crate::types::NodeId;
@@ -26,10 +27,12 @@ pub enum Command {
     UpdateKey(Box<KeyUpdate>),
     /// Marks a key revoked. Revoking a revoked key answers the key unchanged.
     RevokeKey { id: String, now_ms: i64 },
+    /// Adds a token revocation (or widens the existing one for the same `jti` or subject).
+    RevokeTokens(Box<TokenRevocation>),
     /// Removes a key and all its secrets.
     DeleteKey { id: String, now_ms: i64 },
-    /// Housekeeping: records every key past its expiry as expired and drops rotated-out
-    /// secrets whose grace period has ended.
+    /// Housekeeping: records every key past its expiry as expired, drops rotated-out
+    /// secrets whose grace period has ended and token revocations whose tokens expired.
     ExpireKeys { now_ms: i64 },
     /// Records (or refreshes) a member's listener addresses.
     RegisterNode(NodeInfo),
@@ -165,6 +168,7 @@ impl Command {
             Command::UpdateKey(_) => "update_key",
             Command::RotateKey { .. } => "rotate_key",
             Command::RevokeKey { .. } => "revoke_key",
+            Command::RevokeTokens(_) => "revoke_tokens",
             Command::DeleteKey { .. } => "delete_key",
             Command::ExpireKeys { .. } => "expire_keys",
             Command::RegisterNode(_) => "register_node",
@@ -192,6 +196,7 @@ impl Command {
             | Command::PutTenant { id, .. }
             | Command::DeleteTenant { id, .. } => id.clone(),
             Command::UpdateKey(update) => update.id.clone(),
+            Command::RevokeTokens(entry) => entry.key(),
             Command::PutRoute { route, .. } => route.id.clone(),
             Command::RegisterNode(info) => info.id.to_string(),
             Command::ForgetNode { id } => id.to_string(),
@@ -216,7 +221,11 @@ pub enum Response {
     /// The key was removed.
     KeyDeleted { id: String },
     /// Housekeeping outcome.
-    KeysExpired { expired: u64, secrets_pruned: u64 },
+    KeysExpired {
+        expired: u64,
+        secrets_pruned: u64,
+        revocations_pruned: u64,
+    },
     /// Node info stored or removed.
     NodeUpdated { id: NodeId },
     /// The route after the change.
@@ -225,6 +234,8 @@ pub enum Response {
     RouteDeleted { id: String },
     /// The settings after the change.
     Settings(ClusterSettings),
+    /// The revocation entry as stored.
+    TokenRevocation(Box<TokenRevocation>),
     /// The tenant after the change.
     Tenant(Box<Tenant>),
     /// The tenant was removed.

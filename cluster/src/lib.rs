@@ -5,9 +5,11 @@
 //! - [`types`]: the openraft type configuration every crate agrees on.
 //! - [`model`]: the records the cluster replicates (API keys, tenants, node info).
 //! - [`route`]: routes and their upstream targets, with their validation.
+//! - [`jwt`]: how a route verifies JSON Web Tokens.
 //! - [`activity`]: per-key usage totals and the audit log.
 //! - [`settings`]: cluster-wide settings (what a stale replica does).
 //! - [`limits`]: exact cluster-wide limits through granted slices of capacity.
+//! - [`revocation`]: the replicated list of revoked tokens.
 //! - [`command`]: what can be proposed to Raft and what applying it answers.
 //! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
 //! - [`secret`]: API key secrets: generation, checksum, hashing.
@@ -21,9 +23,11 @@
 
 pub mod activity;
 pub mod command;
+pub mod jwt;
 pub mod limits;
 pub mod model;
 pub mod peer;
+pub mod revocation;
 pub mod route;
 pub mod secret;
 pub mod settings;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::jwt::{validate_jwt, JwtSettings};
 use crate::validate::{self, FieldError};
 
 /// Most upstream targets on one route.
@@ -32,7 +33,7 @@ pub const MAX_PRIORITY: u32 = 1_000;
 pub enum RouteAuth {
     /// An API key in `Authorization: Bearer` or `X-API-Key`.
     ApiKey,
-    /// A JSON Web Token (verification is configured cluster-wide).
+    /// A JSON Web Token, verified as the route's `jwt` settings say.
     Jwt,
     /// No credential; the route is public.
     None,
@@ -80,6 +81,8 @@ pub struct Route {
     /// Exact host (without port) the route answers for; `None` matches any host.
     pub host: Option<String>,
     pub auth: RouteAuth,
+    /// Token verification; present exactly when `auth` is `Jwt`.
+    pub jwt: Option<JwtSettings>,
     /// Whether the matched prefix is removed before forwarding.
     pub strip_prefix: bool,
     pub upstreams: Vec<UpstreamTarget>,
@@ -119,6 +122,7 @@ impl Route {
             methods: Vec::new(),
             host: None,
             auth,
+            jwt: None,
             strip_prefix: false,
             upstreams,
             timeout_ms: DEFAULT_TIMEOUT_MS,
@@ -147,11 +151,14 @@ pub fn validate_route(route: &Route) -> Vec<FieldError> {
     if let Some(host) = &route.host {
         check(self::host(host));
     }
-    if route.auth == RouteAuth::Jwt {
-        check(Err(FieldError::new(
-            "auth",
-            "jwt needs an issuer configured for the cluster; until one is, use api_key or none",
-        )));
+    match (&route.jwt, route.auth) {
+        (Some(settings), RouteAuth::Jwt) => validate_jwt(settings).into_iter().for_each(|p| check(Err(p))),
+        (None, RouteAuth::Jwt) => check(Err(FieldError::new("jwt", "auth jwt needs jwt settings"))),
+        (Some(_), _) => check(Err(FieldError::new(
+            "jwt",
+            "only routes with auth jwt take jwt settings",
+        ))),
+        (None, _) => {}
     }
     if route.upstreams.is_empty() || route.upstreams.len() > MAX_UPSTREAMS {
         check(Err(FieldError::new(
@@ -428,9 +435,23 @@ mod tests {
     }
 
     #[test]
-    fn jwt_is_refused_until_an_issuer_can_be_configured() {
+    fn jwt_settings_come_exactly_with_auth_jwt() {
         let mut r = route("r", "/r");
         r.auth = RouteAuth::Jwt;
-        assert_eq!(fields(&r), ["auth"]);
+        assert_eq!(fields(&r), ["jwt"]);
+        r.jwt = Some(JwtSettings {
+            issuer: "https://idp.example".into(),
+            audience: vec!["api".into()],
+            jwks_url: None,
+            keys: Vec::new(),
+            algorithms: Vec::new(),
+            leeway_secs: 60,
+            scopes_claim: None,
+            required_claims: Vec::new(),
+            forward_claims: Vec::new(),
+        });
+        assert!(fields(&r).is_empty());
+        r.auth = RouteAuth::ApiKey;
+        assert_eq!(fields(&r), ["jwt"]);
     }
 }

@@ -2,6 +2,7 @@
 
 mod activity;
 mod limits;
+mod revocations;
 mod routes;
 
 pub use limits::{MAX_LEASE_MS, MAX_SLICE_ASKS, MAX_SPEND_REPORTS};
@@ -32,6 +33,8 @@ pub struct State {
     settings: ClusterSettings,
     /// Tenants with limits, by id.
     tenants: BTreeMap<String, Tenant>,
+    /// Revoked tokens by [`TokenRevocation::key`].
+    token_revocations: BTreeMap<String, crate::revocation::TokenRevocation>,
     /// The current window's ledger of every limit that has been asked for.
     meters: BTreeMap<MeterId, Meter>,
     /// Request totals by key id.
@@ -59,6 +62,7 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         } => state.rotate_key(id, secret, *grace_ms, *now_ms),
         Command::UpdateKey(update) => state.update_key(update),
         Command::RevokeKey { id, now_ms } => state.revoke_key(id, *now_ms),
+        Command::RevokeTokens(entry) => state.revoke_tokens(entry),
         Command::DeleteKey { id, .. } => state.delete_key(id),
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
         Command::RegisterNode(info) => Ok(state.register_node(info)),
@@ -276,6 +280,7 @@ impl State {
         Response::KeysExpired {
             expired,
             secrets_pruned,
+            revocations_pruned: self.expire_token_revocations(now_ms),
         }
     }
 

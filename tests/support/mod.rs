@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod idp;
 pub mod upstream;
 
 use std::collections::BTreeSet;

@@ -326,14 +326,16 @@ fn expire_marks_due_keys_and_prunes_past_grace_secrets() {
         apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 49 }),
         Response::KeysExpired {
             expired: 0,
-            secrets_pruned: 0
+            secrets_pruned: 0,
+            revocations_pruned: 0
         }
     );
     assert_eq!(
         apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 100 }),
         Response::KeysExpired {
             expired: 1,
-            secrets_pruned: 1
+            secrets_pruned: 1,
+            revocations_pruned: 0
         }
     );
     assert_eq!(state.key("key_due").map(|k| k.status), Some(KeyStatus::Expired));
@@ -913,4 +915,67 @@ fn deleting_a_key_drops_its_meters() {
         },
     );
     assert!(state.meter(&key_meter("key_a")).is_none());
+}
+
+fn revoke_jti(jti: &str, expires_in: i64, now: i64) -> Command {
+    Command::RevokeTokens(Box::new(crate::revocation::TokenRevocation {
+        tokens: crate::revocation::RevokedTokens::Jti(jti.into()),
+        expires_at_ms: T0 + now + expires_in,
+        created_at_ms: T0 + now,
+    }))
+}
+
+#[test]
+fn token_revocations_are_stored_widened_and_expire_with_their_tokens() {
+    use crate::revocation::{RevokedTokens, TokenRevocation};
+    let mut state = State::default();
+    assert!(matches!(
+        apply(&mut state, &revoke_jti("t1", 1_000, 0)),
+        Response::TokenRevocation(_)
+    ));
+    let subject = |before: i64, expires_in: i64| {
+        Command::RevokeTokens(Box::new(TokenRevocation {
+            tokens: RevokedTokens::Subject {
+                sub: "alice".into(),
+                issued_before_ms: T0 + before,
+            },
+            expires_at_ms: T0 + expires_in,
+            created_at_ms: T0,
+        }))
+    };
+    apply(&mut state, &subject(500, 5_000));
+    let Response::TokenRevocation(widened) = apply(&mut state, &subject(100, 9_000)) else {
+        panic!("expected a revocation")
+    };
+    assert_eq!(
+        widened.tokens,
+        RevokedTokens::Subject {
+            sub: "alice".into(),
+            issued_before_ms: T0 + 500
+        },
+        "a repeat never narrows"
+    );
+    assert_eq!(widened.expires_at_ms, T0 + 9_000);
+
+    let before = state.clone();
+    for bad in [
+        revoke_jti("", 1_000, 0),
+        revoke_jti("t2", 0, 0),
+        revoke_jti("x\u{0}y", 1_000, 0),
+    ] {
+        assert_eq!(rejected(apply(&mut state, &bad)).code(), "validation_failed");
+    }
+    assert_eq!(state, before);
+
+    let Response::KeysExpired {
+        revocations_pruned, ..
+    } = apply(&mut state, &Command::ExpireKeys { now_ms: T0 + 1_000 })
+    else {
+        panic!("expected housekeeping")
+    };
+    assert_eq!(revocations_pruned, 1);
+    assert_eq!(
+        state.token_revocations().keys().collect::<Vec<_>>(),
+        ["sub:alice"]
+    );
 }

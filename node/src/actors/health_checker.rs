@@ -202,7 +202,11 @@ mod tests {
     fn view(routes: Vec<Route>) -> View {
         let map: BTreeMap<String, Route> = routes.into_iter().map(|r| (r.id.clone(), r)).collect();
         View {
-            routes: Arc::new(RouteTable::compile(&map, &HealthRegistry::default())),
+            routes: Arc::new(RouteTable::compile(
+                &map,
+                &HealthRegistry::default(),
+                &crate::dataplane::jwt::jwks::JwksRegistry::default(),
+            )),
             ..View::default()
         }
     }

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod keys;
 mod limits;
+mod revocations;
 mod routes;
 mod settings;
 mod views;
@@ -143,6 +144,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(limits::delete_tenant)),
         )
         .service(resource("/v1/audit").route(web::get().to(activity::audit)))
+        .service(
+            resource("/v1/revocations")
+                .route(web::post().to(revocations::revoke))
+                .route(web::get().to(revocations::list)),
+        )
         .service(
             resource("/v1/cluster/settings")
                 .route(web::get().to(settings::show))

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
+use cluster::jwt::{JwtSettings, DEFAULT_LEEWAY_SECS};
 use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
+use cluster::validate::FieldError;
 use cluster::{Command, Response, Route, RouteAuth, UpstreamTarget};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,63 @@ pub struct HealthCheckBody {
     interval_ms: Option<u64>,
 }
 
+/// One value or a list of them (`audience` is either in JWT practice).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A static key: PEM text, or a JWK as an object or as JSON text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum KeyBody {
+    Text(String),
+    Jwk(serde_json::Map<String, serde_json::Value>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtBody {
+    issuer: String,
+    audience: OneOrMany,
+    jwks_url: Option<String>,
+    keys: Option<Vec<KeyBody>>,
+    algorithms: Option<Vec<String>>,
+    leeway_secs: Option<u64>,
+    scopes_claim: Option<String>,
+    required_claims: Option<Vec<String>>,
+    forward_claims: Option<BTreeMap<String, String>>,
+}
+
+impl From<JwtBody> for JwtSettings {
+    fn from(body: JwtBody) -> Self {
+        JwtSettings {
+            issuer: body.issuer,
+            audience: match body.audience {
+                OneOrMany::One(one) => vec![one],
+                OneOrMany::Many(many) => many,
+            },
+            jwks_url: body.jwks_url,
+            keys: body
+                .keys
+                .unwrap_or_default()
+                .into_iter()
+                .map(|key| match key {
+                    KeyBody::Text(text) => text,
+                    KeyBody::Jwk(jwk) => serde_json::Value::Object(jwk).to_string(),
+                })
+                .collect(),
+            algorithms: body.algorithms.unwrap_or_default(),
+            leeway_secs: body.leeway_secs.unwrap_or(DEFAULT_LEEWAY_SECS),
+            scopes_claim: body.scopes_claim,
+            required_claims: body.required_claims.unwrap_or_default(),
+            forward_claims: body.forward_claims.unwrap_or_default().into_iter().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutRouteRequest {
@@ -52,6 +111,7 @@ pub struct PutRouteRequest {
     retries: Option<u32>,
     headers: Option<BTreeMap<String, String>>,
     health_check: Option<HealthCheckBody>,
+    jwt: Option<JwtBody>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +135,7 @@ pub struct RouteView {
     retries: u32,
     headers: BTreeMap<String, String>,
     health_check: Option<HealthCheckView>,
+    jwt: Option<JwtView>,
     created_at: String,
     updated_at: String,
 }
@@ -84,6 +145,50 @@ struct UpstreamView {
     url: String,
     weight: u32,
     priority: u32,
+}
+
+/// A route's JWT settings as shown: public keys as stored, HMAC secrets never.
+#[derive(Debug, Serialize)]
+struct JwtView {
+    issuer: String,
+    audience: Vec<String>,
+    jwks_url: Option<String>,
+    keys: Vec<String>,
+    algorithms: Vec<String>,
+    leeway_secs: u64,
+    scopes_claim: Option<String>,
+    required_claims: Vec<String>,
+    forward_claims: BTreeMap<String, String>,
+}
+
+impl JwtView {
+    fn new(settings: &JwtSettings) -> Self {
+        let shown = |key: &String| {
+            let secret = serde_json::from_str::<serde_json::Value>(key)
+                .ok()
+                .is_some_and(|jwk| jwk["kty"] == "oct");
+            if secret {
+                "(HMAC secret, not shown)".to_owned()
+            } else {
+                key.clone()
+            }
+        };
+        Self {
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            jwks_url: settings.jwks_url.clone(),
+            keys: settings.keys.iter().map(shown).collect(),
+            algorithms: settings
+                .accepted_algorithms()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            leeway_secs: settings.leeway_secs,
+            scopes_claim: settings.scopes_claim.clone(),
+            required_claims: settings.required_claims.clone(),
+            forward_claims: settings.forward_claims.iter().cloned().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +222,7 @@ impl RouteView {
                 path: h.path.clone(),
                 interval_ms: h.interval_ms,
             }),
+            jwt: route.jwt.as_ref().map(JwtView::new),
             created_at: rfc3339(route.created_at_ms),
             updated_at: rfc3339(route.updated_at_ms),
         }
@@ -140,6 +246,7 @@ fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
             AuthBody::Jwt => RouteAuth::Jwt,
             AuthBody::None => RouteAuth::None,
         },
+        jwt: request.jwt.map(JwtSettings::from),
         strip_prefix: request.strip_prefix.unwrap_or(false),
         upstreams: request
             .upstreams
@@ -160,7 +267,14 @@ fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
         created_at_ms: 0,
         updated_at_ms: 0,
     };
-    let problems = validate_route(&route);
+    let mut problems = validate_route(&route);
+    // Keys are parsed here too (apply checks only their shape), so a route never stores a
+    // key the data plane cannot use.
+    for (index, key) in route.jwt.iter().flat_map(|jwt| jwt.keys.iter()).enumerate() {
+        if let Err(reason) = crate::dataplane::jwt::keys::parse_static(key) {
+            problems.push(FieldError::new(format!("jwt.keys[{index}]"), reason));
+        }
+    }
     if problems.is_empty() {
         Ok(route)
     } else {

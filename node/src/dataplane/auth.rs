@@ -34,6 +34,16 @@ fn presented(headers: &HeaderMap) -> Result<&str, ProxyError> {
     }
 }
 
+/// Returns the bearer token of `Authorization: Bearer …` (JWT routes take no other form).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ProxyError> {
+    let value = headers.get(AUTHORIZATION).ok_or(ProxyError::MissingCredential)?;
+    let value = value.to_str().map_err(|_| ProxyError::InvalidToken)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(ProxyError::InvalidToken),
+    }
+}
+
 /// Authenticates the request's API key at `now_ms`: checksum first (a malformed key never
 /// reaches the lookup), then the hash in the read model, then the key's life cycle.
 pub fn authenticate(view: &View, headers: &HeaderMap, now_ms: i64) -> Result<Arc<KeyAuth>, ProxyError> {

@@ -35,6 +35,28 @@ pub enum ProxyError {
     BadRequest,
     #[error("the path has empty, '.' or '..' segments, or characters an upstream could read another way")]
     InvalidPath,
+    #[error("the bearer token is not a well-formed JWT")]
+    InvalidToken,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token is not valid yet")]
+    TokenNotYetValid,
+    #[error("the token was issued by another issuer")]
+    InvalidIssuer,
+    #[error("the token is meant for another audience")]
+    InvalidAudience,
+    #[error("the token's signature does not verify")]
+    InvalidSignature,
+    #[error("the token's signing algorithm is not accepted on this route")]
+    UnsupportedAlgorithm,
+    #[error("no known key fits the token's key id and algorithm")]
+    UnknownSigningKey,
+    #[error("the token lacks a claim this route requires")]
+    MissingClaim,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("the issuer's signing keys could not be fetched")]
+    JwksUnavailable,
 }
 
 impl ProxyError {
@@ -55,6 +77,17 @@ impl ProxyError {
             ProxyError::BadRequestBody => "bad_request_body",
             ProxyError::BadRequest => "bad_request",
             ProxyError::InvalidPath => "invalid_path",
+            ProxyError::InvalidToken => "invalid_token",
+            ProxyError::TokenExpired => "token_expired",
+            ProxyError::TokenNotYetValid => "token_not_yet_valid",
+            ProxyError::InvalidIssuer => "invalid_issuer",
+            ProxyError::InvalidAudience => "invalid_audience",
+            ProxyError::InvalidSignature => "invalid_signature",
+            ProxyError::UnsupportedAlgorithm => "unsupported_algorithm",
+            ProxyError::UnknownSigningKey => "unknown_signing_key",
+            ProxyError::MissingClaim => "missing_claim",
+            ProxyError::TokenRevoked => "token_revoked",
+            ProxyError::JwksUnavailable => "jwks_unavailable",
         }
     }
 }
@@ -65,11 +98,23 @@ impl ResponseError for ProxyError {
             ProxyError::MissingCredential
             | ProxyError::InvalidCredential
             | ProxyError::Revoked
-            | ProxyError::Expired => StatusCode::UNAUTHORIZED,
+            | ProxyError::Expired
+            | ProxyError::InvalidToken
+            | ProxyError::TokenExpired
+            | ProxyError::TokenNotYetValid
+            | ProxyError::InvalidIssuer
+            | ProxyError::InvalidAudience
+            | ProxyError::InvalidSignature
+            | ProxyError::UnsupportedAlgorithm
+            | ProxyError::UnknownSigningKey
+            | ProxyError::MissingClaim
+            | ProxyError::TokenRevoked => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::StaleReplica | ProxyError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::StaleReplica | ProxyError::NoHealthyUpstream | ProxyError::JwksUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequestBody | ProxyError::BadRequest | ProxyError::InvalidPath => {
@@ -83,7 +128,10 @@ impl ResponseError for ProxyError {
         if self.status_code() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"credentialflow\""));
         }
-        if matches!(self, ProxyError::StaleReplica | ProxyError::NoHealthyUpstream) {
+        if matches!(
+            self,
+            ProxyError::StaleReplica | ProxyError::NoHealthyUpstream | ProxyError::JwksUnavailable
+        ) {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(serde_json::json!({

@@ -15,6 +15,7 @@ use hyper::body::{Frame, Incoming};
 use super::auth::X_API_KEY;
 use super::error::ProxyError;
 use super::idle::IdleTimeout;
+use super::jwt::{JwtVerifier, Verified};
 use super::read_model::KeyAuth;
 use super::route_table::CompiledRoute;
 use super::upstream::{choose, Target};
@@ -106,6 +107,16 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// Whom the gateway vouches for to the upstream; its credential is withheld.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Key(&'a KeyAuth),
+    Token {
+        token: &'a Verified,
+        verifier: &'a JwtVerifier,
+    },
+}
+
 /// Builds the request for one attempt on `target`.
 #[allow(clippy::too_many_arguments)]
 fn upstream_request(
@@ -113,7 +124,7 @@ fn upstream_request(
     path: &str,
     route: &CompiledRoute,
     target: &Target,
-    key: Option<&KeyAuth>,
+    caller: Option<Caller<'_>>,
     request_id: &HeaderValue,
     body: UpstreamBody,
     streamed_length: Option<u64>,
@@ -132,7 +143,7 @@ fn upstream_request(
     let headers = upstream.headers_mut().ok_or(ProxyError::BadRequest)?;
     let incoming = req.headers();
     let has_connection = incoming.contains_key(header::CONNECTION);
-    let strip_credentials = key.is_some();
+    let strip_credentials = caller.is_some();
     for (name, value) in incoming {
         let name = name.as_str();
         let owned_by_gateway = matches!(
@@ -146,6 +157,7 @@ fn upstream_request(
                 | "x-forwarded-host"
                 | "x-credentialflow-key-id"
                 | "x-credentialflow-tenant"
+                | "x-credentialflow-subject"
                 | "forwarded"
         );
         // On a keyed route the credential never leaves; on a public one, a gateway key a
@@ -189,11 +201,24 @@ fn upstream_request(
     if let Some(host) = incoming.get(header::HOST) {
         set(headers, upstream_names::FORWARDED_HOST, host.as_bytes());
     }
-    if let Some(key) = key {
-        headers.insert(upstream_names::KEY_ID, key.key_id.clone());
-        if let Some(tenant) = &key.tenant {
-            headers.insert(upstream_names::TENANT, tenant.clone());
+    match caller {
+        Some(Caller::Key(key)) => {
+            headers.insert(upstream_names::KEY_ID, key.key_id.clone());
+            if let Some(tenant) = &key.tenant {
+                headers.insert(upstream_names::TENANT, tenant.clone());
+            }
         }
+        Some(Caller::Token { token, verifier }) => {
+            // A client's own copy of a header the route sets from claims never passes,
+            // even when this token lacks the claim.
+            for name in &verifier.owned_headers {
+                headers.remove(name);
+            }
+            for (name, value) in &token.headers {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        None => {}
     }
     if let Some(length) = streamed_length {
         set(
@@ -342,7 +367,7 @@ pub async fn forward(
     path: &str,
     payload: web::Payload,
     route: &CompiledRoute,
-    key: Option<&KeyAuth>,
+    caller: Option<Caller<'_>>,
     request_id: &HeaderValue,
 ) -> Result<HttpResponse, ProxyError> {
     let mut body = take_body(req, payload).await?;
@@ -372,7 +397,7 @@ pub async fn forward(
             path,
             route,
             target,
-            key,
+            caller,
             request_id,
             upstream_body,
             streamed_length,

@@ -5,6 +5,7 @@
 //! - [`path`]: the one spelling of a path that is matched and forwarded;
 //! - [`route_table`]: host, longest prefix, method;
 //! - [`auth`]: the API key and its life cycle;
+//! - [`jwt`]: JSON Web Tokens on `auth: jwt` routes, with per-node JWKS caches;
 //! - [`upstream`]: target health and the choice of a target;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
 //! - [`idle`]: the idle timeout of a streamed response body;
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod error;
 pub mod forward;
 pub mod idle;
+pub mod jwt;
 pub mod limiter;
 pub mod path;
 pub mod read_model;
@@ -70,15 +72,36 @@ async fn handle(
                 NoMatch::NoRoute => ProxyError::NoRoute,
                 NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
             })?;
-        if route.auth != RouteAuth::None {
-            if view.stale_policy == StalePolicy::FailClosed && ctx.contact.is_stale(ctx.max_staleness) {
-                return Err(ProxyError::StaleReplica.into());
+        if route.auth != RouteAuth::None
+            && view.stale_policy == StalePolicy::FailClosed
+            && ctx.contact.is_stale(ctx.max_staleness)
+        {
+            return Err(ProxyError::StaleReplica.into());
+        }
+        let mut token = None;
+        match route.auth {
+            RouteAuth::None => {}
+            RouteAuth::ApiKey => {
+                let authenticated = auth::authenticate(&view, req.headers(), now_ms)?;
+                let allowed = authenticated.scopes.allow(&route.id);
+                key = Some(authenticated);
+                if !allowed {
+                    return Err(ProxyError::Forbidden.into());
+                }
             }
-            let authenticated = auth::authenticate(&view, req.headers(), now_ms)?;
-            let allowed = authenticated.scopes.allow(&route.id);
-            key = Some(authenticated);
-            if !allowed {
-                return Err(ProxyError::Forbidden.into());
+            RouteAuth::Jwt => {
+                // A route whose settings did not compile refuses every token.
+                let verifier = route.jwt.as_deref().ok_or(ProxyError::InvalidToken)?;
+                let verified = verifier
+                    .verify(auth::bearer_token(req.headers())?, now_ms)
+                    .await?;
+                if view.revoked_tokens.covers(&verified) {
+                    return Err(ProxyError::TokenRevoked.into());
+                }
+                if !verified.allows(&route.id) {
+                    return Err(ProxyError::Forbidden.into());
+                }
+                token = Some((verified, verifier));
             }
         }
         if let Some(meters) = key.as_ref().map(|k| &k.meters).filter(|m| !m.is_empty()) {
@@ -89,7 +112,12 @@ async fn handle(
                 .await
                 .map_err(Refused::Limit)?;
         }
-        forward::forward(&client, &req, &path, payload, route, key.as_deref(), &request_id)
+        let caller = match (&key, &token) {
+            (Some(key), _) => Some(forward::Caller::Key(key)),
+            (None, Some((token, verifier))) => Some(forward::Caller::Token { token, verifier }),
+            (None, None) => None,
+        };
+        forward::forward(&client, &req, &path, payload, route, caller, &request_id)
             .await
             .map_err(Refused::Proxy)
     }

@@ -11,6 +11,8 @@ use cluster::model::SecretHash;
 use cluster::{Command, KeyRecord, KeyStatus, MeterId, Proposal, StalePolicy, State, Subject};
 use storage::ApplyObserver;
 
+use super::jwt::jwks::JwksRegistry;
+use super::jwt::revoked::RevokedTokenIndex;
 use super::limiter::{Limiter, LocalMeter};
 use super::route_table::RouteTable;
 use super::upstream::HealthRegistry;
@@ -66,6 +68,7 @@ pub struct View {
     pub keys: imbl::HashMap<SecretHash, Arc<KeyAuth>>,
     pub routes: Arc<RouteTable>,
     pub stale_policy: StalePolicy,
+    pub revoked_tokens: Arc<RevokedTokenIndex>,
 }
 
 /// Bookkeeping only the writer (the state machine's apply) touches.
@@ -81,6 +84,7 @@ pub struct ReadModel {
     current: ArcSwap<View>,
     writer: Mutex<WriterSide>,
     health: HealthRegistry,
+    jwks: JwksRegistry,
     limiter: Arc<Limiter>,
 }
 
@@ -194,11 +198,16 @@ impl ReadModel {
             }
             Command::UpdateKey(update) => self.refresh_key(view, writer, state, &update.id),
             // Tenant limits change rarely and reach every key of the tenant.
-            Command::ExpireKeys { .. } | Command::PutTenant { .. } | Command::DeleteTenant { .. } => {
+            Command::ExpireKeys { .. } => {
+                self.rebuild_keys(view, writer, state);
+                view.revoked_tokens = Arc::new(RevokedTokenIndex::build(state));
+            }
+            Command::PutTenant { .. } | Command::DeleteTenant { .. } => {
                 self.rebuild_keys(view, writer, state)
             }
+            Command::RevokeTokens(_) => view.revoked_tokens = Arc::new(RevokedTokenIndex::build(state)),
             Command::PutRoute { .. } | Command::DeleteRoute { .. } => {
-                view.routes = Arc::new(RouteTable::compile(state.routes(), &self.health));
+                view.routes = Arc::new(RouteTable::compile(state.routes(), &self.health, &self.jwks));
             }
             Command::SetSettings { .. } => view.stale_policy = state.settings().stale_policy,
             Command::Audited(audited) => self.absorb(view, writer, state, &audited.command),
@@ -230,8 +239,9 @@ impl ApplyObserver for ReadModel {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut view = View {
-            routes: Arc::new(RouteTable::compile(state.routes(), &self.health)),
+            routes: Arc::new(RouteTable::compile(state.routes(), &self.health, &self.jwks)),
             stale_policy: state.settings().stale_policy,
+            revoked_tokens: Arc::new(RevokedTokenIndex::build(state)),
             ..View::default()
         };
         self.rebuild_keys(&mut view, &mut writer, state);

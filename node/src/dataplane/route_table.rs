@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use actix_web::http::Method;
 use cluster::{Route, RouteAuth};
 
+use super::jwt::jwks::JwksRegistry;
+use super::jwt::JwtVerifier;
 use super::upstream::{HealthRegistry, Target};
 
 /// A route ready for the data plane.
@@ -25,10 +27,20 @@ pub struct CompiledRoute {
     /// Headers set on every forwarded request, in the upstream client's types.
     pub headers: Vec<(http1::HeaderName, http1::HeaderValue)>,
     pub health_check: Option<cluster::route::HealthCheck>,
+    /// Token verification of an `auth: jwt` route. `None` on such a route means its
+    /// settings could not be compiled: every token is refused.
+    pub jwt: Option<std::sync::Arc<JwtVerifier>>,
 }
 
 impl CompiledRoute {
-    fn compile(route: &Route, registry: &HealthRegistry) -> Self {
+    fn compile(route: &Route, registry: &HealthRegistry, jwks: &JwksRegistry) -> Self {
+        let jwt = route.jwt.as_ref().and_then(|settings| match JwtVerifier::compile(settings, jwks) {
+            Ok(verifier) => Some(std::sync::Arc::new(verifier)),
+            Err(error) => {
+                tracing::error!(route = %route.id, %error, "JWT settings do not compile; the route refuses every token");
+                None
+            }
+        });
         let mut targets: Vec<Target> = route
             .upstreams
             .iter()
@@ -59,6 +71,7 @@ impl CompiledRoute {
                 })
                 .collect(),
             health_check: route.health_check.clone(),
+            jwt,
         }
     }
 
@@ -149,11 +162,11 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Compiles the replicated routes.
-    pub fn compile(routes: &BTreeMap<String, Route>, registry: &HealthRegistry) -> Self {
+    pub fn compile(routes: &BTreeMap<String, Route>, registry: &HealthRegistry, jwks: &JwksRegistry) -> Self {
         let mut table = RouteTable::default();
         for route in routes.values() {
             let index = table.routes.len();
-            table.routes.push(CompiledRoute::compile(route, registry));
+            table.routes.push(CompiledRoute::compile(route, registry, jwks));
             let prefixes = match &route.host {
                 Some(host) => table.by_host.entry(host.clone()).or_default(),
                 None => &mut table.any_host,
@@ -228,7 +241,7 @@ mod tests {
 
     fn table(routes: Vec<Route>) -> RouteTable {
         let map = routes.into_iter().map(|r| (r.id.clone(), r)).collect();
-        RouteTable::compile(&map, &HealthRegistry::default())
+        RouteTable::compile(&map, &HealthRegistry::default(), &JwksRegistry::default())
     }
 
     fn find<'a>(
