@@ -20,6 +20,10 @@
 #   CREDENTIALFLOW_LOCAL_PROXY_BASE / _ADMIN_BASE / _PEER_BASE
 #                               base ports (default 8080 / 9080 / 7080; node N uses base+N)
 #   CREDENTIALFLOW_LOCAL_TIMEOUT  seconds to wait for the cluster to become ready (default 60)
+#   CREDENTIALFLOW_LOCAL_TLS=1  HTTPS on the proxy and admin listeners and mutual TLS
+#                               between peers, with a development CA and node certificates
+#                               made once by `credentialflow certs init` in $DATA_ROOT/certs
+#                               (curl them with --cacert $DATA_ROOT/certs/ca.pem)
 #   CREDENTIALFLOW_LOG, CREDENTIALFLOW_LOG_FORMAT and the Raft tuning variables
 #   (CREDENTIALFLOW_ELECTION_TIMEOUT, ...) are passed through to the nodes.
 set -euo pipefail
@@ -84,7 +88,27 @@ for n in "${NODES[@]}"; do
     initial_cluster+="${initial_cluster:+,}$n=$HOST:$((PEER_BASE + n))"
 done
 
-admin_url() { printf 'http://%s:%d%s' "$HOST" "$((ADMIN_BASE + $1))" "$2"; }
+SCHEME=http
+CURL_TLS=()
+TLS_ARGS=()
+if [[ ${CREDENTIALFLOW_LOCAL_TLS:-0} == 1 ]]; then
+    certs=$DATA_ROOT/certs
+    if [[ ! -s $certs/ca.pem ]]; then
+        "$BIN" certs init --out "$certs" --nodes "${#NODES[@]}" --hosts "$HOST,localhost" >/dev/null \
+            || die "cannot create certificates in $certs"
+        log "development CA and node certificates written to $certs"
+    fi
+    SCHEME=https
+    CURL_TLS=(--cacert "$certs/ca.pem")
+fi
+tls_args() {
+    [[ $SCHEME == https ]] || return 0
+    local n=$1 c=$DATA_ROOT/certs
+    TLS_ARGS=(--tls-cert "$c/node-$n.pem" --tls-key "$c/node-$n-key.pem"
+        --peer-ca "$c/ca.pem" --peer-cert "$c/node-$n.pem" --peer-key "$c/node-$n-key.pem")
+}
+
+admin_url() { printf '%s://%s:%d%s' "$SCHEME" "$HOST" "$((ADMIN_BASE + $1))" "$2"; }
 
 # --- shutdown ----------------------------------------------------------------------------
 PIDS=()
@@ -123,7 +147,7 @@ trap 'exit 143' TERM
 
 # --- start -------------------------------------------------------------------------------
 for n in "${NODES[@]}"; do
-    if curl -fsS -o /dev/null --max-time 1 "$(admin_url "$n" /healthz)" 2>/dev/null; then
+    if curl "${CURL_TLS[@]}" -fsS -o /dev/null --max-time 1 "$(admin_url "$n" /healthz)" 2>/dev/null; then
         die "something already answers on $(admin_url "$n" /healthz); is a cluster already running?"
     fi
 done
@@ -131,8 +155,9 @@ done
 for n in "${NODES[@]}"; do
     node_log=$DATA_ROOT/node$n.log
     printf '\n=== %s: starting node %s ===\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$n" >>"$node_log"
+    tls_args "$n"
     # Log files get plain text: NO_COLOR turns off the ANSI colours of text logs.
-    NO_COLOR=1 "$BIN" serve \
+    NO_COLOR=1 "$BIN" serve "${TLS_ARGS[@]}" \
         --id "$n" \
         --data-dir "$DATA_ROOT/node$n" \
         --proxy-addr "$HOST:$((PROXY_BASE + n))" \
@@ -157,11 +182,11 @@ check_alive() {
 log "waiting up to ${READY_TIMEOUT}s for all nodes to be ready..."
 deadline=$((SECONDS + READY_TIMEOUT))
 for n in "${NODES[@]}"; do
-    until curl -fsS -o /dev/null --max-time 2 "$(admin_url "$n" /readyz)" 2>/dev/null; do
+    until curl "${CURL_TLS[@]}" -fsS -o /dev/null --max-time 2 "$(admin_url "$n" /readyz)" 2>/dev/null; do
         for m in "${NODES[@]}"; do check_alive "$m"; done
         if (( SECONDS >= deadline )); then
             log "node $n is not ready after ${READY_TIMEOUT}s; /readyz says:"
-            curl -sS --max-time 2 "$(admin_url "$n" /readyz)" >&2 || true
+            curl "${CURL_TLS[@]}" -sS --max-time 2 "$(admin_url "$n" /readyz)" >&2 || true
             echo >&2
             exit 1
         fi
@@ -169,7 +194,7 @@ for n in "${NODES[@]}"; do
     done
 done
 
-leader=$(curl -fsS --max-time 2 -H "Authorization: Bearer $TOKEN" "$(admin_url 1 /v1/cluster)" \
+leader=$(curl "${CURL_TLS[@]}" -fsS --max-time 2 -H "Authorization: Bearer $TOKEN" "$(admin_url 1 /v1/cluster)" \
     | sed -n 's/.*"leader_id":\([0-9][0-9]*\).*/\1/p' || true)
 
 cat <<EOF
@@ -180,7 +205,7 @@ credentialflow local cluster is ready (leader: node ${leader:-unknown})
 EOF
 for n in "${NODES[@]}"; do
     printf '  %-4s  %-22s  %-22s  %s\n' "$n" \
-        "http://$HOST:$((PROXY_BASE + n))" "http://$HOST:$((ADMIN_BASE + n))" "$HOST:$((PEER_BASE + n))"
+        "$SCHEME://$HOST:$((PROXY_BASE + n))" "$SCHEME://$HOST:$((ADMIN_BASE + n))" "$HOST:$((PEER_BASE + n))"
 done
 cat <<EOF
 
@@ -189,7 +214,7 @@ cat <<EOF
                ($token_origin)
 
 Try:
-  curl -H "Authorization: Bearer $TOKEN" $(admin_url 1 /v1/cluster)
+  curl ${CURL_TLS[*]} -H "Authorization: Bearer $TOKEN" $(admin_url 1 /v1/cluster)
 
 Press Ctrl-C to stop the cluster.
 EOF

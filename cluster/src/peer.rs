@@ -9,6 +9,6 @@ pub mod client;
 pub mod contact;
 pub mod protocol;
 
-pub use client::{PeerClient, PeerError, PeerNetwork, PeerRegistry};
+pub use client::{PeerClient, PeerError, PeerNetwork, PeerRegistry, PeerTls};
 pub use contact::LeaderContact;
 pub use protocol::{ForwardError, ForwardRequest, ForwardResponse};

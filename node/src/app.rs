@@ -21,6 +21,7 @@ use crate::dataplane::read_model::ReadModel;
 use crate::dataplane::upstream_client::UpstreamClient;
 use crate::dataplane::{self, ProxyContext};
 use crate::raft_runtime::RaftRuntime;
+use crate::tls::{self, ReloadableCert};
 use crate::{clock, peer_server};
 
 /// Seconds in-flight requests get to finish after SIGTERM.
@@ -51,6 +52,12 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .context("cannot start the Raft node")?;
 
     let peer_cluster = web::Data::new(cluster.clone());
+    let listener_cert = config.tls.as_ref().map(ReloadableCert::load).transpose()?;
+    let peer_cert = config
+        .peer_tls
+        .as_ref()
+        .map(|files| ReloadableCert::load(&files.node))
+        .transpose()?;
     let peer = HttpServer::new(move || {
         App::new()
             .app_data(peer_cluster.clone())
@@ -58,8 +65,13 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
-    .bind(config.peer_addr)
+    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS);
+    let peer = match (&config.peer_tls, &peer_cert) {
+        (Some(files), Some(cert)) => {
+            peer.bind_rustls_0_23(config.peer_addr, tls::peer_server_config(files, cert.clone())?)
+        }
+        _ => peer.bind(config.peer_addr),
+    }
     .with_context(|| format!("cannot bind the peer listener on {}", config.peer_addr))?
     .run();
 
@@ -76,8 +88,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
-    .bind(config.admin_addr)
+    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS);
+    let admin = match &listener_cert {
+        Some(cert) => admin.bind_rustls_0_23(config.admin_addr, tls::server_config(cert.clone())?),
+        None => admin.bind(config.admin_addr),
+    }
     .with_context(|| format!("cannot bind the admin listener on {}", config.admin_addr))?
     .run();
 
@@ -95,8 +110,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     .workers(config.workers)
     .backlog(4096)
     .disable_signals()
-    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
-    .bind(config.proxy_addr)
+    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS);
+    let proxy = match &listener_cert {
+        Some(cert) => proxy.bind_rustls_0_23(config.proxy_addr, tls::server_config(cert.clone())?),
+        None => proxy.bind(config.proxy_addr),
+    }
     .with_context(|| format!("cannot bind the proxy listener on {}", config.proxy_addr))?
     .run();
 
@@ -132,7 +150,13 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         "credentialflow node started"
     );
 
-    let signal = wait_for_signal().await;
+    let reloadable = Reloadable {
+        listener: listener_cert,
+        peer: peer_cert,
+        peer_files: config.peer_tls.clone(),
+        cluster: cluster.clone(),
+    };
+    let signal = wait_for_signal(&reloadable).await;
     tracing::info!(signal, "shutting down: draining in-flight requests");
     drop(janitor);
     drop(announcer);
@@ -158,21 +182,56 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 }
 
 #[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
+async fn wait_for_signal(reloadable: &Reloadable) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::warn!("cannot install signal handlers; stop the process with SIGKILL");
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => reloadable.reload(),
+        }
+    }
+}
+
+/// What SIGHUP reloads: the listeners' and the peer certificates.
+struct Reloadable {
+    listener: Option<Arc<ReloadableCert>>,
+    peer: Option<Arc<ReloadableCert>>,
+    peer_files: Option<crate::config::PeerTlsFiles>,
+    cluster: ClusterHandle,
+}
+
+impl Reloadable {
+    fn reload(&self) {
+        for (name, cert) in [("listener", &self.listener), ("peer", &self.peer)] {
+            if let Some(cert) = cert {
+                match cert.reload() {
+                    Ok(()) => tracing::info!(certificate = name, "certificate reloaded"),
+                    Err(error) => {
+                        tracing::error!(certificate = name, %error, "certificate not reloaded; keeping the old one")
+                    }
+                }
+            }
+        }
+        if let Some(files) = &self.peer_files {
+            match tls::peer_client(files) {
+                Ok(material) => self.cluster.reload_peer_tls(material),
+                Err(error) => tracing::error!(%error, "peer client certificate not reloaded"),
+            }
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
+async fn wait_for_signal(_reloadable: &Reloadable) -> &'static str {
     let _ = tokio::signal::ctrl_c().await;
     "ctrl-c"
 }

@@ -18,6 +18,29 @@ pub struct Cli {
 pub enum Command {
     /// Runs a gateway node.
     Serve(Box<ServeArgs>),
+    /// Certificates for development and tests.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Creates a cluster CA and one certificate per node (server and client use), for
+    /// `--tls-*` and `--peer-*`. Not for production: the CA key is written next to them.
+    Init(CertsInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsInitArgs {
+    /// Directory to write `ca.pem`, `ca-key.pem`, `node-N.pem` and `node-N-key.pem` into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How many node certificates to create.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Names and addresses every node certificate is valid for, comma-separated.
+    #[arg(long, default_value = "127.0.0.1,localhost", value_delimiter = ',')]
+    pub hosts: Vec<String>,
 }
 
 /// Log line format.
@@ -92,4 +115,22 @@ pub struct ServeArgs {
     /// How often per-key usage is folded into the replicated totals, e.g. "10s".
     #[arg(long, env = "CREDENTIALFLOW_USAGE_FLUSH_INTERVAL")]
     pub usage_flush_interval: Option<String>,
+    /// PEM certificate chain served on the proxy and admin listeners (HTTPS); reloaded on
+    /// SIGHUP.
+    #[arg(long, env = "CREDENTIALFLOW_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "CREDENTIALFLOW_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM cluster CA: the peer listener becomes mutual TLS and accepts only peers with a
+    /// certificate it signed.
+    #[arg(long, env = "CREDENTIALFLOW_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+    /// PEM certificate of this node, signed by `--peer-ca`, for the peer listener and as
+    /// the client certificate towards other peers.
+    #[arg(long, env = "CREDENTIALFLOW_PEER_CERT")]
+    pub peer_cert: Option<PathBuf>,
+    /// PEM private key of `--peer-cert`.
+    #[arg(long, env = "CREDENTIALFLOW_PEER_KEY")]
+    pub peer_key: Option<PathBuf>,
 }

@@ -80,6 +80,8 @@ pub enum StartError {
     Config(#[from] openraft::ConfigError),
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    #[error("peer TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// One member as seen by this node.
@@ -170,7 +172,12 @@ impl ClusterHandle {
         }
         .validate()?;
         let contact = Arc::new(LeaderContact::default());
-        let peers = PeerRegistry::with_contact(contact.clone());
+        let peer_tls = config
+            .peer_tls
+            .as_ref()
+            .map(crate::tls::peer_client)
+            .transpose()?;
+        let peers = PeerRegistry::with_contact(contact.clone(), peer_tls);
         let id = config.id;
         let network = peers.clone();
         let raft = RaftRuntime::run(&runtime, async move {
@@ -253,6 +260,11 @@ impl ClusterHandle {
     }
 
     /// Returns this node's id.
+    /// Uses new peer TLS material for connections made from now on (SIGHUP).
+    pub fn reload_peer_tls(&self, tls: cluster::peer::PeerTls) {
+        self.inner.peers.set_tls(tls);
+    }
+
     pub fn id(&self) -> NodeId {
         self.inner.id
     }

@@ -43,6 +43,13 @@ pub struct FileConfig {
     pub max_staleness: Option<String>,
     /// How often usage is folded into the replicated totals, e.g. "10s".
     pub usage_flush_interval: Option<String>,
+    /// HTTPS on the proxy and admin listeners.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS on the peer listener.
+    pub peer_ca: Option<PathBuf>,
+    pub peer_cert: Option<PathBuf>,
+    pub peer_key: Option<PathBuf>,
 }
 
 /// The `[raft]` table.
@@ -102,6 +109,24 @@ pub struct NodeConfig {
     pub workers: usize,
     pub max_staleness: Duration,
     pub usage_flush_interval: Duration,
+    /// Certificate and key files of the proxy and admin listeners.
+    pub tls: Option<TlsFiles>,
+    /// The cluster CA and this node's certificate for the peer listener and its client.
+    pub peer_tls: Option<PeerTlsFiles>,
+}
+
+/// A certificate chain and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Mutual TLS between peers.
+#[derive(Debug, Clone)]
+pub struct PeerTlsFiles {
+    pub ca: PathBuf,
+    pub node: TlsFiles,
 }
 
 /// Every problem found in the configuration, reported at once.
@@ -223,6 +248,41 @@ impl NodeConfig {
             &mut problems,
         );
 
+        let path = |flag: &Option<PathBuf>, file: &Option<PathBuf>| flag.clone().or_else(|| file.clone());
+        let tls = match (
+            path(&args.tls_cert, &file.tls_cert),
+            path(&args.tls_key, &file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                problems.push("tls_cert and tls_key: give both or neither".to_owned());
+                None
+            }
+        };
+        let peer_tls = match (
+            path(&args.peer_ca, &file.peer_ca),
+            path(&args.peer_cert, &file.peer_cert),
+            path(&args.peer_key, &file.peer_key),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => Some(PeerTlsFiles {
+                ca,
+                node: TlsFiles { cert, key },
+            }),
+            (None, None, None) => None,
+            _ => {
+                problems.push("peer_ca, peer_cert and peer_key: give all three or none".to_owned());
+                None
+            }
+        };
+        for file in tls.iter().chain(peer_tls.as_ref().map(|p| &p.node)) {
+            for path in [&file.cert, &file.key] {
+                if let Err(error) = std::fs::metadata(path) {
+                    problems.push(format!("{}: {error}", path.display()));
+                }
+            }
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -256,6 +316,8 @@ impl NodeConfig {
             workers,
             max_staleness,
             usage_flush_interval,
+            tls,
+            peer_tls,
         })
     }
 }

@@ -18,6 +18,7 @@ mod actors;
 mod admin;
 mod admin_token;
 mod app;
+mod certs;
 mod cli;
 mod clock;
 mod cluster_handle;
@@ -27,6 +28,7 @@ mod logging;
 mod peer_server;
 mod proposer;
 mod raft_runtime;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -54,5 +56,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Command::Certs(cli::CertsCommand::Init(args)) => match certs::init(&args) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("credentialflow: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -91,6 +91,23 @@ pub fn http() -> reqwest::blocking::Client {
         .expect("http client")
 }
 
+/// An HTTPS client that trusts only the PEM CA at `ca`, presenting `identity` (PEM
+/// certificate followed by its key) when given.
+pub fn https_client(ca: &Path, identity: Option<&[u8]>) -> reqwest::blocking::Client {
+    let ca = std::fs::read(ca).expect("read CA");
+    let mut builder = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy();
+    if let Some(identity) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(identity).expect("identity PEM"));
+    }
+    builder.build().expect("https client")
+}
+
 /// Sends a request and returns its answer, or `None` if no connection could be made.
 pub fn send(request: reqwest::blocking::RequestBuilder) -> Option<Answer> {
     let response = request.send().ok()?;
@@ -108,6 +125,8 @@ pub struct Node {
     pub admin_port: u16,
     pub proxy_port: u16,
     pub args: Vec<String>,
+    /// The CA to trust when the node serves HTTPS (`--tls-cert`); `None` means plain HTTP.
+    pub tls_ca: Option<PathBuf>,
     child: Option<Child>,
     starts: u32,
 }
@@ -124,6 +143,7 @@ impl Node {
             admin_port: free_port(),
             proxy_port: free_port(),
             args: Vec::new(),
+            tls_ca: None,
             child: None,
             starts: 0,
         }
@@ -133,12 +153,28 @@ impl Node {
         format!("127.0.0.1:{}", self.peer_port)
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+        format!("{}://127.0.0.1:{}{}", self.scheme(), self.admin_port, path)
     }
 
     pub fn proxy_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.proxy_port, path)
+        format!("{}://127.0.0.1:{}{}", self.scheme(), self.proxy_port, path)
+    }
+
+    /// A client for this node's listeners: plain, or trusting `tls_ca` only.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        match &self.tls_ca {
+            None => http(),
+            Some(ca) => https_client(ca, None),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -223,7 +259,7 @@ impl Node {
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&self, timeout: Duration) {
         wait_for(timeout, &format!("node {} to be ready", self.id), || {
-            send(http().get(self.admin_url("/readyz"))).filter(|a| a.status == 200)
+            send(self.client().get(self.admin_url("/readyz"))).filter(|a| a.status == 200)
         });
     }
 
@@ -254,20 +290,20 @@ impl Node {
     }
 
     pub fn get(&self, path: &str) -> Option<Answer> {
-        send(self.authed(http().get(self.admin_url(path))))
+        send(self.authed(self.client().get(self.admin_url(path))))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Option<Answer> {
-        send(self.authed(http().post(self.admin_url(path)).json(body)))
+        send(self.authed(self.client().post(self.admin_url(path)).json(body)))
     }
 
     pub fn put(&self, path: &str, body: &Value) -> Option<Answer> {
-        send(self.authed(http().put(self.admin_url(path)).json(body)))
+        send(self.authed(self.client().put(self.admin_url(path)).json(body)))
     }
 
     /// `GET` on the proxy listener, with `key` as a bearer credential when given.
     pub fn proxy_get(&self, path: &str, key: Option<&str>) -> Option<Answer> {
-        let mut request = http().get(self.proxy_url(path));
+        let mut request = self.client().get(self.proxy_url(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -275,7 +311,7 @@ impl Node {
     }
 
     pub fn delete(&self, path: &str) -> Option<Answer> {
-        send(self.authed(http().delete(self.admin_url(path))))
+        send(self.authed(self.client().delete(self.admin_url(path))))
     }
 
     /// `GET /v1/cluster`, when the node answers.

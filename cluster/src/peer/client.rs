@@ -55,26 +55,52 @@ pub enum PeerError {
     Wire(#[from] WireError),
 }
 
+/// Mutual TLS towards peers: the cluster CA is the only root trusted, and this node's
+/// certificate is its client identity.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// PEM of the cluster CA.
+    pub ca_pem: Vec<u8>,
+    /// PEM of this node's certificate chain followed by its private key.
+    pub identity_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls { .. }")
+    }
+}
+
 /// A client bound to one peer's listener, with its own connection pool.
 #[derive(Clone, Debug)]
 pub struct PeerClient {
     addr: String,
+    scheme: &'static str,
     http: reqwest::Client,
 }
 
 impl PeerClient {
-    /// Builds a client for the peer listener at `addr` (`host:port`).
-    pub fn new(addr: &str) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// Builds a client for the peer listener at `addr` (`host:port`), over mutual TLS when
+    /// `tls` is given.
+    pub fn new(addr: &str, tls: Option<&PeerTls>) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        if let Some(tls) = tls {
+            builder = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&tls.ca_pem)?)
+                .identity(reqwest::Identity::from_pem(&tls.identity_pem)?)
+                .https_only(true);
+        }
         Ok(Self {
             addr: addr.to_owned(),
-            http,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            http: builder.build()?,
         })
     }
 
@@ -111,7 +137,7 @@ impl PeerClient {
         Resp: DeserializeOwned,
     {
         let body = wire::encode(request)?;
-        let url = format!("http://{}{}", self.addr, path);
+        let url = format!("{}://{}{}", self.scheme, self.addr, path);
         let mut builder = self
             .http
             .post(url)
@@ -166,16 +192,28 @@ impl PeerClient {
 pub struct PeerRegistry {
     clients: Arc<Mutex<HashMap<String, PeerClient>>>,
     contact: Arc<LeaderContact>,
+    tls: Arc<Mutex<Option<PeerTls>>>,
 }
 
 impl PeerRegistry {
     /// A registry whose AppendEntries carry the age of `contact`, the node's evidence of a
-    /// quorum-backed leader (itself, while it leads).
-    pub fn with_contact(contact: Arc<LeaderContact>) -> Self {
+    /// quorum-backed leader (itself, while it leads), over mutual TLS when `tls` is given.
+    pub fn with_contact(contact: Arc<LeaderContact>, tls: Option<PeerTls>) -> Self {
         Self {
             clients: Arc::default(),
             contact,
+            tls: Arc::new(Mutex::new(tls)),
         }
+    }
+
+    /// Replaces the TLS material (a certificate reload); connections made from now on use
+    /// it.
+    pub fn set_tls(&self, tls: PeerTls) {
+        *self.tls.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tls);
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Returns the client for `addr`, creating it the first time.
@@ -187,7 +225,12 @@ impl PeerRegistry {
         if let Some(client) = clients.get(addr) {
             return Ok(client.clone());
         }
-        let client = PeerClient::new(addr)?;
+        let tls = self
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let client = PeerClient::new(addr, tls.as_ref())?;
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)
     }

@@ -197,7 +197,12 @@ fn upstream_request(
         write_ip(peer.ip(), &mut forwarded_for);
     }
     set(headers, upstream_names::FORWARDED_FOR, &forwarded_for);
-    set(headers, upstream_names::FORWARDED_PROTO, b"http");
+    let proto: &[u8] = if req.app_config().secure() {
+        b"https"
+    } else {
+        b"http"
+    };
+    set(headers, upstream_names::FORWARDED_PROTO, proto);
     if let Some(host) = incoming.get(header::HOST) {
         set(headers, upstream_names::FORWARDED_HOST, host.as_bytes());
     }
