@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::activity::{AuditRecord, UsageReport};
+use crate::admin_token::AdminTokenRecord;
 use crate::limits::{Grant, Limit, MeterId, SpendReport};
 use crate::model::{KeyRecord, KeySecret, NodeInfo, Tenant};
 use crate::revocation::TokenRevocation;
@@ -29,6 +30,10 @@ pub enum Command {
     RevokeKey { id: String, now_ms: i64 },
     /// Adds a token revocation (or widens the existing one for the same `jti` or subject).
     RevokeTokens(Box<TokenRevocation>),
+    /// Stores a new managed admin token (its hash).
+    CreateAdminToken(Box<AdminTokenRecord>),
+    /// Marks a managed admin token revoked; it authenticates nothing from then on.
+    RevokeAdminToken { id: String, now_ms: i64 },
     /// Removes a key and all its secrets.
     DeleteKey { id: String, now_ms: i64 },
     /// Housekeeping: records every key past its expiry as expired, drops rotated-out
@@ -169,6 +174,8 @@ impl Command {
             Command::RotateKey { .. } => "rotate_key",
             Command::RevokeKey { .. } => "revoke_key",
             Command::RevokeTokens(_) => "revoke_tokens",
+            Command::CreateAdminToken(_) => "create_admin_token",
+            Command::RevokeAdminToken { .. } => "revoke_admin_token",
             Command::DeleteKey { .. } => "delete_key",
             Command::ExpireKeys { .. } => "expire_keys",
             Command::RegisterNode(_) => "register_node",
@@ -197,6 +204,8 @@ impl Command {
             | Command::DeleteTenant { id, .. } => id.clone(),
             Command::UpdateKey(update) => update.id.clone(),
             Command::RevokeTokens(entry) => entry.key(),
+            Command::CreateAdminToken(record) => record.id.clone(),
+            Command::RevokeAdminToken { id, .. } => id.clone(),
             Command::PutRoute { route, .. } => route.id.clone(),
             Command::RegisterNode(info) => info.id.to_string(),
             Command::ForgetNode { id } => id.to_string(),
@@ -234,6 +243,8 @@ pub enum Response {
     RouteDeleted { id: String },
     /// The settings after the change.
     Settings(ClusterSettings),
+    /// The admin token after the change (its hash, never the token).
+    AdminToken(Box<AdminTokenRecord>),
     /// The revocation entry as stored.
     TokenRevocation(Box<TokenRevocation>),
     /// The tenant after the change.
@@ -265,6 +276,8 @@ pub enum Rejection {
     KeyExpired { id: String },
     #[error("route {id} does not exist")]
     RouteNotFound { id: String },
+    #[error("admin token {id} does not exist")]
+    AdminTokenNotFound { id: String },
     #[error("tenant {id} does not exist")]
     TenantNotFound { id: String },
     #[error("{field}: {reason}")]
@@ -277,7 +290,8 @@ impl Rejection {
         match self {
             Rejection::KeyNotFound { .. }
             | Rejection::RouteNotFound { .. }
-            | Rejection::TenantNotFound { .. } => "not_found",
+            | Rejection::TenantNotFound { .. }
+            | Rejection::AdminTokenNotFound { .. } => "not_found",
             Rejection::KeyExists { .. } => "already_exists",
             Rejection::SecretCollision => "conflict",
             Rejection::KeyRevoked { .. } => "key_revoked",

@@ -6,6 +6,7 @@
 //! - [`model`]: the records the cluster replicates (API keys, tenants, node info).
 //! - [`route`]: routes and their upstream targets, with their validation.
 //! - [`jwt`]: how a route verifies JSON Web Tokens.
+//! - [`admin_token`]: managed admin credentials and their roles.
 //! - [`activity`]: per-key usage totals and the audit log.
 //! - [`settings`]: cluster-wide settings (what a stale replica does).
 //! - [`limits`]: exact cluster-wide limits through granted slices of capacity.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod admin_token;
 pub mod command;
 pub mod jwt;
 pub mod limits;

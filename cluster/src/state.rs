@@ -1,6 +1,7 @@
 //! The replicated state and its pure `apply`.
 
 mod activity;
+mod admin_tokens;
 mod limits;
 mod revocations;
 mod routes;
@@ -33,6 +34,8 @@ pub struct State {
     settings: ClusterSettings,
     /// Tenants with limits, by id.
     tenants: BTreeMap<String, Tenant>,
+    /// Managed admin tokens by id.
+    admin_tokens: BTreeMap<String, crate::admin_token::AdminTokenRecord>,
     /// Revoked tokens by [`TokenRevocation::key`].
     token_revocations: BTreeMap<String, crate::revocation::TokenRevocation>,
     /// The current window's ledger of every limit that has been asked for.
@@ -63,6 +66,8 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         Command::UpdateKey(update) => state.update_key(update),
         Command::RevokeKey { id, now_ms } => state.revoke_key(id, *now_ms),
         Command::RevokeTokens(entry) => state.revoke_tokens(entry),
+        Command::CreateAdminToken(record) => state.create_admin_token(record),
+        Command::RevokeAdminToken { id, now_ms } => state.revoke_admin_token(id, *now_ms),
         Command::DeleteKey { id, .. } => state.delete_key(id),
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),
         Command::RegisterNode(info) => Ok(state.register_node(info)),

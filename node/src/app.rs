@@ -13,7 +13,7 @@ use crate::actors::health_checker::HealthChecker;
 use crate::actors::janitor::ExpiryJanitor;
 use crate::actors::quota_leaser::QuotaLeaser;
 use crate::actors::usage_flusher::UsageFlusher;
-use crate::admin::{self, AdminContext, AdminTokenDigest};
+use crate::admin::{self, AdminContext, AdminTokenDigest, AuthFailures};
 use crate::admin_token::{self, TokenSource};
 use crate::cluster_handle::ClusterHandle;
 use crate::config::NodeConfig;
@@ -80,9 +80,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         revoke_wait: config.max_staleness.min(std::time::Duration::from_secs(2)),
         max_staleness: config.max_staleness,
     });
+    let auth_failures = web::Data::new(AuthFailures::default());
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_context.clone())
+            .app_data(auth_failures.clone())
             .app_data(digest.clone())
             .configure(admin::routes)
     })

@@ -979,3 +979,57 @@ fn token_revocations_are_stored_widened_and_expire_with_their_tokens() {
         ["sub:alice"]
     );
 }
+
+fn admin_token(id: &str, byte: u8) -> Command {
+    Command::CreateAdminToken(Box::new(crate::admin_token::AdminTokenRecord {
+        id: id.into(),
+        name: format!("{id} token"),
+        role: crate::admin_token::AdminRole::Operator,
+        hash: [byte; 32],
+        prefix: "cfat_abc".into(),
+        created_at_ms: T0,
+        revoked_at_ms: Some(T0),
+    }))
+}
+
+#[test]
+fn admin_tokens_are_stored_by_hash_and_revoked_once() {
+    let mut state = State::default();
+    let Response::AdminToken(stored) = apply(&mut state, &admin_token("tok_a", 1)) else {
+        panic!("expected a token")
+    };
+    assert_eq!(stored.revoked_at_ms, None, "a new token is never born revoked");
+    assert_eq!(
+        state.admin_token_by_hash(&[1; 32]).map(|t| t.id.as_str()),
+        Some("tok_a")
+    );
+    let before = state.clone();
+    assert_eq!(
+        rejected(apply(&mut state, &admin_token("tok_a", 2))).code(),
+        "already_exists"
+    );
+    assert_eq!(
+        rejected(apply(&mut state, &admin_token("tok_b", 1))),
+        Rejection::SecretCollision
+    );
+    assert_eq!(
+        rejected(apply(&mut state, &admin_token("bad id", 3))).code(),
+        "validation_failed"
+    );
+    assert_eq!(state, before);
+
+    let revoke = |now| Command::RevokeAdminToken {
+        id: "tok_a".into(),
+        now_ms: T0 + now,
+    };
+    apply(&mut state, &revoke(5));
+    let Response::AdminToken(again) = apply(&mut state, &revoke(9)) else {
+        panic!("expected a token")
+    };
+    assert_eq!(again.revoked_at_ms, Some(T0 + 5));
+    let missing = Command::RevokeAdminToken {
+        id: "tok_zz".into(),
+        now_ms: T0,
+    };
+    assert_eq!(rejected(apply(&mut state, &missing)).code(), "not_found");
+}

@@ -27,6 +27,10 @@ pub enum ApiError {
     InvalidId(String),
     #[error("a valid admin token is required: Authorization: Bearer <token>")]
     Unauthorized,
+    #[error("the {role} role may not do this")]
+    Forbidden { role: &'static str },
+    #[error("too many failed authentications from this address; retry in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -50,6 +54,8 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Rejected(rejection) => rejection.code(),
@@ -96,12 +102,15 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(rejection) => match rejection {
                 Rejection::KeyNotFound { .. }
                 | Rejection::RouteNotFound { .. }
-                | Rejection::TenantNotFound { .. } => StatusCode::NOT_FOUND,
+                | Rejection::TenantNotFound { .. }
+                | Rejection::AdminTokenNotFound { .. } => StatusCode::NOT_FOUND,
                 Rejection::Invalid { .. } => StatusCode::BAD_REQUEST,
                 Rejection::KeyExists { .. }
                 | Rejection::SecretCollision
@@ -144,6 +153,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"credentialflow-admin\""));
+        }
+        if let ApiError::TooManyAttempts { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.json(Body {
             error: Detail {

@@ -2,6 +2,7 @@
 //! plus the unauthenticated health probes.
 
 mod activity;
+mod admin_tokens;
 mod auth;
 mod body;
 mod cluster;
@@ -22,7 +23,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use auth::Admin;
-pub use auth::AdminTokenDigest;
+pub use auth::{AdminTokenDigest, AuthFailures};
 pub use error::ApiError;
 
 use crate::cluster_handle::{ClusterHandle, Written};
@@ -144,6 +145,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(limits::delete_tenant)),
         )
         .service(resource("/v1/audit").route(web::get().to(activity::audit)))
+        .service(
+            resource("/v1/admin-tokens")
+                .route(web::post().to(admin_tokens::create))
+                .route(web::get().to(admin_tokens::list)),
+        )
+        .service(resource("/v1/admin-tokens/{id}").route(web::delete().to(admin_tokens::revoke)))
         .service(
             resource("/v1/revocations")
                 .route(web::post().to(revocations::revoke))

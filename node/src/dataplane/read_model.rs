@@ -215,6 +215,8 @@ impl ReadModel {
             | Command::ForgetNode { .. }
             | Command::RecordUsage(_)
             | Command::GrantSlices(_)
+            | Command::CreateAdminToken(_)
+            | Command::RevokeAdminToken { .. }
             | Command::RecordAudit(_) => {}
         }
     }
