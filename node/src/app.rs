@@ -79,6 +79,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         revoke_wait: config.max_staleness.min(std::time::Duration::from_secs(2)),
         max_staleness: config.max_staleness,
+        metrics: crate::telemetry::install(),
+        read_model: read_model.clone(),
     });
     let auth_failures = web::Data::new(AuthFailures::default());
     let admin = HttpServer::new(move || {

@@ -28,6 +28,7 @@ mod logging;
 mod peer_server;
 mod proposer;
 mod raft_runtime;
+mod telemetry;
 mod tls;
 
 use std::process::ExitCode;

@@ -116,6 +116,17 @@ async fn send(cluster: &ClusterHandle, limiter: &Limiter, asks: Vec<(Arc<LocalMe
         match written {
             Ok(Ok(written)) => match written.response {
                 Response::Slices(answers) if answers.len() == meters.len() => {
+                    metrics::counter!("credentialflow_quota_asks_total", "outcome" => "answered")
+                        .increment(1);
+                    for answer in &answers {
+                        if let cluster::command::SliceAnswer::Granted(grant) = answer {
+                            if grant.size > 0 {
+                                metrics::counter!("credentialflow_quota_slices_granted_total").increment(1);
+                                metrics::counter!("credentialflow_quota_capacity_granted_total")
+                                    .increment(grant.size);
+                            }
+                        }
+                    }
                     let now = now_ms();
                     for (meter, answer) in meters.iter().zip(&answers) {
                         meter.absorb(answer, now);
@@ -130,6 +141,7 @@ async fn send(cluster: &ClusterHandle, limiter: &Limiter, asks: Vec<(Arc<LocalMe
             Err(_) => tracing::debug!(meters = meters.len(), "slice batch not answered in time"),
         }
         all_written = false;
+        metrics::counter!("credentialflow_quota_asks_total", "outcome" => "failed").increment(1);
         for meter in &meters {
             meter.ask_failed();
         }

@@ -38,3 +38,17 @@ pub async fn readyz(ctx: web::Data<AdminContext>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(body)
     }
 }
+
+/// `GET /metrics`: Prometheus text format. Needs an admin credential (any role); point
+/// Prometheus at it with `authorization: {credentials: <auditor token>}`.
+pub async fn metrics(_: super::auth::Admin, ctx: web::Data<AdminContext>) -> HttpResponse {
+    crate::telemetry::observe(&ctx.cluster.view(), &ctx.read_model.target_health());
+    let body = ctx
+        .metrics
+        .as_ref()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+}

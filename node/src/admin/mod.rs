@@ -35,6 +35,10 @@ pub struct AdminContext {
     pub revoke_wait: Duration,
     /// How long without a leader before this node's replica is stale.
     pub max_staleness: Duration,
+    /// Renders `/metrics`; `None` when the recorder could not be installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// For the upstream health gauges.
+    pub read_model: std::sync::Arc<crate::dataplane::read_model::ReadModel>,
 }
 
 impl AdminContext {
@@ -118,6 +122,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .error_handler(|error, _| ApiError::InvalidId(error.to_string()).into()),
         )
         .service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/v1/cluster").route(web::get().to(cluster::show)))
         .service(resource("/v1/cluster/members").route(web::post().to(cluster::add_member)))

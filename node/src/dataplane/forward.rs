@@ -423,10 +423,10 @@ pub async fn forward(
             }
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(error)) => {
-                log_ejection(target, target.health.request_failed());
+                log_ejection(target, target.health.request_failed(), request_id);
                 // A refused connection never reached the target: any method may go elsewhere.
                 let never_reached = error.is_connect();
-                tracing::debug!(target = %target.url, %error, "upstream attempt failed");
+                tracing::debug!(request_id = ?request_id, target = %target.url, %error, "upstream attempt failed");
                 if !never_reached {
                     last_error = ProxyError::BadGateway;
                 }
@@ -439,9 +439,9 @@ pub async fn forward(
     }
 }
 
-fn log_ejection(target: &Target, ejected: bool) {
+fn log_ejection(target: &Target, ejected: bool, request_id: &HeaderValue) {
     if ejected {
-        tracing::warn!(target = %target.url, "upstream target ejected after consecutive failures");
+        tracing::warn!(request_id = ?request_id, target = %target.url, "upstream target ejected after consecutive failures");
     }
 }
 

@@ -58,12 +58,14 @@ async fn handle(
     ctx: web::Data<ProxyContext>,
     client: web::Data<upstream_client::UpstreamClient>,
 ) -> HttpResponse {
+    let started = std::time::Instant::now();
     let request_id = request_id(&req);
     let now_ms = clock::now_ms();
     let mut key = None;
     let mut standing = None;
+    let view = ctx.read_model.load_full();
+    let mut matched = None;
     let outcome: Result<HttpResponse, Refused> = async {
-        let view = ctx.read_model.load_full();
         let path = path::canonical(req.path())?;
         let route = view
             .routes
@@ -72,6 +74,7 @@ async fn handle(
                 NoMatch::NoRoute => ProxyError::NoRoute,
                 NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
             })?;
+        matched = Some(route);
         if route.auth != RouteAuth::None
             && view.stale_policy == StalePolicy::FailClosed
             && ctx.contact.is_stale(ctx.max_staleness)
@@ -124,8 +127,14 @@ async fn handle(
     .await;
     let mut response = outcome.unwrap_or_else(|refused| {
         let mut response = match refused {
-            Refused::Proxy(error) => error.error_response(),
-            Refused::Limit(error) => error.response(now_ms),
+            Refused::Proxy(error) => {
+                crate::telemetry::refusal(error.code());
+                error.error_response()
+            }
+            Refused::Limit(error) => {
+                crate::telemetry::refusal(error.code());
+                error.response(now_ms)
+            }
         };
         response.headers_mut().insert(forward::X_REQUEST_ID, request_id);
         response
@@ -135,6 +144,11 @@ async fn handle(
     }
     if let Some(key) = &key {
         key.usage.record(response.status().as_u16(), now_ms);
+    }
+    if let Some(route) = matched {
+        route
+            .metrics
+            .record(response.status().as_u16(), started.elapsed());
     }
     response
 }

@@ -94,6 +94,11 @@ impl ReadModel {
         self.current.load_full()
     }
 
+    /// Every upstream target's URL and whether it is in rotation.
+    pub fn target_health(&self) -> Vec<(String, bool)> {
+        self.health.snapshot()
+    }
+
     /// Returns the local side of every limit.
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter

@@ -30,6 +30,8 @@ pub struct CompiledRoute {
     /// Token verification of an `auth: jwt` route. `None` on such a route means its
     /// settings could not be compiled: every token is refused.
     pub jwt: Option<std::sync::Arc<JwtVerifier>>,
+    /// Request counts and latency, registered with the metrics recorder once.
+    pub metrics: crate::telemetry::RouteMetrics,
 }
 
 impl CompiledRoute {
@@ -72,6 +74,7 @@ impl CompiledRoute {
                 .collect(),
             health_check: route.health_check.clone(),
             jwt,
+            metrics: crate::telemetry::RouteMetrics::new(&route.id),
         }
     }
 

@@ -85,6 +85,18 @@ impl HealthRegistry {
         by_url.entry(url.to_owned()).or_default().clone()
     }
 
+    /// Every target's URL and whether it is in rotation.
+    pub fn snapshot(&self) -> Vec<(String, bool)> {
+        let by_url = self
+            .by_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_url
+            .iter()
+            .map(|(url, health)| (url.clone(), health.is_healthy()))
+            .collect()
+    }
+
     /// Forgets targets no route names any more.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut by_url = self
