@@ -288,7 +288,11 @@ fn hmac_routes_accept_only_their_secret() {
     let _serial = serial();
     let upstream = Upstream::start("hmac");
     let idp = Idp::start(&[]);
-    let cluster = Cluster::start(1, &[]);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(
+        1,
+        &["--master-key-file", &support::master_key_file(keys.path(), 1)],
+    );
     let node = cluster.node(1);
     let secret = b"a shared secret of at least 32 bytes!!";
     use base64::Engine;

@@ -17,9 +17,16 @@ use support::{create_key_with, http, send, wait_for, Cluster};
 fn metrics_count_requests_and_no_secret_reaches_logs_or_metrics() {
     let upstream = Upstream::start("observed");
     let idp = Idp::start(&[]);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let master_key = support::master_key_file(keys.path(), 7);
     let cluster = Cluster::start(
         1,
-        &["--log", "debug,openraft=info,h2=info,hyper=info,rustls=info"],
+        &[
+            "--log",
+            "debug,openraft=info,h2=info,hyper=info,rustls=info",
+            "--master-key-file",
+            &master_key,
+        ],
     );
     let node = cluster.node(1);
     let route = json!({ "path_prefix": "/api", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });

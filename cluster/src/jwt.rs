@@ -34,7 +34,8 @@ pub struct JwtSettings {
     pub audience: Vec<String>,
     /// Where the issuer publishes its signing keys.
     pub jwks_url: Option<String>,
-    /// Static verification keys: PEM public keys or JWKs (`oct` JWKs for HMAC).
+    /// Static verification keys: PEM public keys or JWKs; HMAC secrets (`oct` JWKs) are
+    /// stored sealed with the master key (`sealed:v1:…`).
     pub keys: Vec<String>,
     /// Accepted `alg` values; empty means [`DEFAULT_ALGORITHMS`].
     pub algorithms: Vec<String>,
@@ -103,7 +104,9 @@ pub fn validate_jwt(settings: &JwtSettings) -> Vec<FieldError> {
     }
     for (index, key) in settings.keys.iter().enumerate() {
         let trimmed = key.trim();
-        let shaped = trimmed.starts_with("-----BEGIN ") || trimmed.starts_with('{');
+        let shaped = trimmed.starts_with("-----BEGIN ")
+            || trimmed.starts_with('{')
+            || trimmed.starts_with(crate::sealed::SEALED_TEXT_PREFIX);
         if !shaped || key.len() > MAX_JWT_TEXT {
             problems.push(FieldError::new(
                 format!("jwt.keys[{index}]"),

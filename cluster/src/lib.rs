@@ -13,6 +13,7 @@
 //! - [`revocation`]: the replicated list of revoked tokens.
 //! - [`command`]: what can be proposed to Raft and what applying it answers.
 //! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
+//! - [`sealed`]: secrets sealed with the cluster master key (upstream credentials).
 //! - [`secret`]: API key secrets: generation, checksum, hashing.
 //! - [`validate`]: input rules shared by the admin API and `apply`.
 //! - [`wire`]: the versioned bincode encoding used on disk and between peers.
@@ -31,6 +32,7 @@ pub mod model;
 pub mod peer;
 pub mod revocation;
 pub mod route;
+pub mod sealed;
 pub mod secret;
 pub mod settings;
 pub mod state;

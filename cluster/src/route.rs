@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::jwt::{validate_jwt, JwtSettings};
+use crate::sealed::{UpstreamAuth, MAX_SEALED_BYTES};
 use crate::validate::{self, FieldError};
 
 /// Most upstream targets on one route.
@@ -83,6 +84,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Token verification; present exactly when `auth` is `Jwt`.
     pub jwt: Option<JwtSettings>,
+    /// A credential set on every upstream request, sealed with the master key.
+    pub upstream_auth: Option<UpstreamAuth>,
     /// Whether the matched prefix is removed before forwarding.
     pub strip_prefix: bool,
     pub upstreams: Vec<UpstreamTarget>,
@@ -123,6 +126,7 @@ impl Route {
             host: None,
             auth,
             jwt: None,
+            upstream_auth: None,
             strip_prefix: false,
             upstreams,
             timeout_ms: DEFAULT_TIMEOUT_MS,
@@ -192,6 +196,21 @@ pub fn validate_route(route: &Route) -> Vec<FieldError> {
     }
     if let Some(health) = &route.health_check {
         check(health_check(health));
+    }
+    if let Some(auth) = &route.upstream_auth {
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if auth.header.is_empty() || auth.header.len() > 256 || !auth.header.bytes().all(token_char) {
+            check(Err(FieldError::new(
+                "upstream_auth.header",
+                "must be an HTTP header name",
+            )));
+        }
+        if auth.secret.ciphertext.len() <= 16 || auth.secret.ciphertext.len() > MAX_SEALED_BYTES {
+            check(Err(FieldError::new(
+                "upstream_auth.secret",
+                "is not a sealed secret",
+            )));
+        }
     }
     problems
 }

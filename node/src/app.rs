@@ -45,7 +45,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let digest = web::Data::new(AdminTokenDigest::of(&token));
     drop(token);
 
-    let read_model = Arc::new(ReadModel::default());
+    let read_model = Arc::new(ReadModel::with_master_key(config.master_key.clone()));
     let runtime = RaftRuntime::start().context("cannot start the Raft runtime")?;
     let cluster = ClusterHandle::start(&config, runtime.handle(), read_model.clone())
         .await
@@ -80,6 +80,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         revoke_wait: config.max_staleness.min(std::time::Duration::from_secs(2)),
         max_staleness: config.max_staleness,
         metrics: crate::telemetry::install(),
+        master_key: config.master_key.clone(),
         read_model: read_model.clone(),
     });
     let auth_failures = web::Data::new(AuthFailures::default());

@@ -133,4 +133,9 @@ pub struct ServeArgs {
     /// PEM private key of `--peer-cert`.
     #[arg(long, env = "CREDENTIALFLOW_PEER_KEY")]
     pub peer_key: Option<PathBuf>,
+    /// File holding the cluster master key (32 bytes as 64 hex digits or base64), which
+    /// seals upstream credentials and HMAC secrets in the replicated state; the same on
+    /// every node. `CREDENTIALFLOW_MASTER_KEY` may hold the key itself instead.
+    #[arg(long, env = "CREDENTIALFLOW_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }

@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub peer_ca: Option<PathBuf>,
     pub peer_cert: Option<PathBuf>,
     pub peer_key: Option<PathBuf>,
+    /// File holding the cluster master key.
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// The `[raft]` table.
@@ -113,6 +115,8 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     /// The cluster CA and this node's certificate for the peer listener and its client.
     pub peer_tls: Option<PeerTlsFiles>,
+    /// Seals upstream credentials and HMAC secrets; routes with them need it.
+    pub master_key: Option<std::sync::Arc<crate::master_key::MasterKey>>,
 }
 
 /// A certificate chain and its key, as PEM files.
@@ -283,6 +287,24 @@ impl NodeConfig {
             }
         }
 
+        let master_key_text = match path(&args.master_key_file, &file.master_key_file) {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => Some(text),
+                Err(error) => {
+                    problems.push(format!("master key file {}: {error}", path.display()));
+                    None
+                }
+            },
+            None => std::env::var("CREDENTIALFLOW_MASTER_KEY").ok(),
+        };
+        let master_key = master_key_text.and_then(|text| match crate::master_key::MasterKey::parse(&text) {
+            Ok(key) => Some(std::sync::Arc::new(key)),
+            Err(error) => {
+                problems.push(format!("master key: {error}"));
+                None
+            }
+        });
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -318,6 +340,7 @@ impl NodeConfig {
             usage_flush_interval,
             tls,
             peer_tls,
+            master_key,
         })
     }
 }

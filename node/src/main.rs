@@ -25,6 +25,7 @@ mod cluster_handle;
 mod config;
 mod dataplane;
 mod logging;
+mod master_key;
 mod peer_server;
 mod proposer;
 mod raft_runtime;

@@ -49,6 +49,14 @@ pub fn long_window_secs() -> u64 {
         .expect("one of three windows has an hour left")
 }
 
+/// Writes a cluster master key (32 bytes as hex) into `dir` and returns its path as a flag
+/// value; `byte` picks the key, so tests can make two different ones.
+pub fn master_key_file(dir: &Path, byte: u8) -> String {
+    let path = dir.join(format!("master-key-{byte:02x}"));
+    std::fs::write(&path, format!("{byte:02x}").repeat(32)).expect("write master key");
+    path.display().to_string()
+}
+
 /// Returns a port that was free a moment ago and that this test process has not handed
 /// out before (the kernel may offer a just-released port again).
 pub fn free_port() -> u16 {

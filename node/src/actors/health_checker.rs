@@ -206,6 +206,7 @@ mod tests {
                 &map,
                 &HealthRegistry::default(),
                 &crate::dataplane::jwt::jwks::JwksRegistry::default(),
+                None,
             )),
             ..View::default()
         }

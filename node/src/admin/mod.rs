@@ -37,6 +37,8 @@ pub struct AdminContext {
     pub max_staleness: Duration,
     /// Renders `/metrics`; `None` when the recorder could not be installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Seals upstream credentials and HMAC secrets on their way into the state.
+    pub master_key: Option<std::sync::Arc<crate::master_key::MasterKey>>,
     /// For the upstream health gauges.
     pub read_model: std::sync::Arc<crate::dataplane::read_model::ReadModel>,
 }

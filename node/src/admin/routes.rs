@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpResponse};
 use cluster::jwt::{JwtSettings, DEFAULT_LEEWAY_SECS};
 use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
+use cluster::sealed::UpstreamAuth;
 use cluster::validate::FieldError;
+
+use crate::dataplane::jwt::sealed_key_place;
+use crate::master_key::MasterKey;
 use cluster::{Command, Response, Route, RouteAuth, UpstreamTarget};
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +102,22 @@ impl From<JwtBody> for JwtSettings {
     }
 }
 
+/// A credential the route sends upstream; write-only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthBody {
+    header: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for UpstreamAuthBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamAuthBody")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutRouteRequest {
@@ -112,6 +132,7 @@ pub struct PutRouteRequest {
     headers: Option<BTreeMap<String, String>>,
     health_check: Option<HealthCheckBody>,
     jwt: Option<JwtBody>,
+    upstream_auth: Option<UpstreamAuthBody>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +157,8 @@ pub struct RouteView {
     headers: BTreeMap<String, String>,
     health_check: Option<HealthCheckView>,
     jwt: Option<JwtView>,
+    /// The header only: the secret is write-only.
+    upstream_auth: Option<serde_json::Value>,
     created_at: String,
     updated_at: String,
 }
@@ -164,9 +187,10 @@ struct JwtView {
 impl JwtView {
     fn new(settings: &JwtSettings) -> Self {
         let shown = |key: &String| {
-            let secret = serde_json::from_str::<serde_json::Value>(key)
-                .ok()
-                .is_some_and(|jwk| jwk["kty"] == "oct");
+            let secret = key.starts_with(cluster::sealed::SEALED_TEXT_PREFIX)
+                || serde_json::from_str::<serde_json::Value>(key)
+                    .ok()
+                    .is_some_and(|jwk| jwk["kty"] == "oct");
             if secret {
                 "(HMAC secret, not shown)".to_owned()
             } else {
@@ -223,15 +247,57 @@ impl RouteView {
                 interval_ms: h.interval_ms,
             }),
             jwt: route.jwt.as_ref().map(JwtView::new),
+            upstream_auth: route
+                .upstream_auth
+                .as_ref()
+                .map(|auth| serde_json::json!({ "header": auth.header, "secret": "(sealed, not shown)" })),
             created_at: rfc3339(route.created_at_ms),
             updated_at: rfc3339(route.updated_at_ms),
         }
     }
 }
 
-/// Builds the route from the request, normalising case, and reports every problem.
-fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
-    let route = Route {
+/// Builds the route from the request, normalising case and sealing its secrets, and
+/// reports every problem.
+fn route_from(
+    id: String,
+    request: PutRouteRequest,
+    master_key: Option<&MasterKey>,
+) -> Result<Route, ApiError> {
+    let mut problems = Vec::new();
+    let needs_key = || {
+        FieldError::new(
+            "upstream_auth",
+            "secrets need the cluster master key (--master-key-file)",
+        )
+    };
+    let upstream_auth = match (request.upstream_auth, master_key) {
+        (None, _) => None,
+        (Some(_), None) => {
+            problems.push(needs_key());
+            None
+        }
+        (Some(body), Some(key)) => {
+            match key.seal(body.secret.as_bytes(), &UpstreamAuth::associated_data(&id)) {
+                Ok(secret)
+                    if !body.secret.is_empty() && http1::HeaderValue::from_str(&body.secret).is_ok() =>
+                {
+                    Some(UpstreamAuth {
+                        header: body.header.to_ascii_lowercase(),
+                        secret,
+                    })
+                }
+                _ => {
+                    problems.push(FieldError::new(
+                        "upstream_auth.secret",
+                        "must be a non-empty header value",
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    let mut route = Route {
         id,
         path_prefix: request.path_prefix,
         methods: request
@@ -247,6 +313,7 @@ fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
             AuthBody::None => RouteAuth::None,
         },
         jwt: request.jwt.map(JwtSettings::from),
+        upstream_auth,
         strip_prefix: request.strip_prefix.unwrap_or(false),
         upstreams: request
             .upstreams
@@ -267,12 +334,31 @@ fn route_from(id: String, request: PutRouteRequest) -> Result<Route, ApiError> {
         created_at_ms: 0,
         updated_at_ms: 0,
     };
-    let mut problems = validate_route(&route);
+    problems.extend(validate_route(&route));
     // Keys are parsed here too (apply checks only their shape), so a route never stores a
-    // key the data plane cannot use.
-    for (index, key) in route.jwt.iter().flat_map(|jwt| jwt.keys.iter()).enumerate() {
-        if let Err(reason) = crate::dataplane::jwt::keys::parse_static(key) {
-            problems.push(FieldError::new(format!("jwt.keys[{index}]"), reason));
+    // key the data plane cannot use; HMAC secrets are sealed before they leave this node.
+    let route_id = route.id.clone();
+    for (index, key) in route
+        .jwt
+        .iter_mut()
+        .flat_map(|jwt| jwt.keys.iter_mut())
+        .enumerate()
+    {
+        match crate::dataplane::jwt::keys::parse_static(key) {
+            Err(reason) => problems.push(FieldError::new(format!("jwt.keys[{index}]"), reason)),
+            Ok(parsed) if parsed.kind == crate::dataplane::jwt::keys::KeyKind::Hmac => match master_key {
+                None => problems.push(FieldError::new(
+                    format!("jwt.keys[{index}]"),
+                    "HMAC secrets need the cluster master key (--master-key-file)",
+                )),
+                Some(master) => match master.seal_text(key, &sealed_key_place(&route_id, index)) {
+                    Ok(sealed) => *key = sealed,
+                    Err(error) => {
+                        problems.push(FieldError::new(format!("jwt.keys[{index}]"), error.to_string()))
+                    }
+                },
+            },
+            Ok(_) => {}
         }
     }
     if problems.is_empty() {
@@ -289,7 +375,7 @@ pub async fn put(
     id: web::Path<String>,
     body: AdminJson<PutRouteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let route = route_from(path_id(id.into_inner())?, body.0)?;
+    let route = route_from(path_id(id.into_inner())?, body.0, ctx.master_key.as_deref())?;
     let command = Command::PutRoute {
         route: Box::new(route),
         now_ms: now_ms(),

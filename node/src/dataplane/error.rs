@@ -57,6 +57,8 @@ pub enum ProxyError {
     TokenRevoked,
     #[error("the issuer's signing keys could not be fetched")]
     JwksUnavailable,
+    #[error("the route's upstream credential cannot be opened on this node")]
+    UpstreamCredentialUnavailable,
 }
 
 impl ProxyError {
@@ -88,6 +90,7 @@ impl ProxyError {
             ProxyError::MissingClaim => "missing_claim",
             ProxyError::TokenRevoked => "token_revoked",
             ProxyError::JwksUnavailable => "jwks_unavailable",
+            ProxyError::UpstreamCredentialUnavailable => "upstream_credential_unavailable",
         }
     }
 }
@@ -112,9 +115,10 @@ impl ResponseError for ProxyError {
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::StaleReplica | ProxyError::NoHealthyUpstream | ProxyError::JwksUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::StaleReplica
+            | ProxyError::NoHealthyUpstream
+            | ProxyError::JwksUnavailable
+            | ProxyError::UpstreamCredentialUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequestBody | ProxyError::BadRequest | ProxyError::InvalidPath => {

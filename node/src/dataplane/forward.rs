@@ -235,6 +235,9 @@ fn upstream_request(
     for (name, value) in &route.headers {
         headers.insert(name.clone(), value.clone());
     }
+    if let Some(Ok((name, value))) = &route.upstream_auth {
+        headers.insert(name.clone(), value.clone());
+    }
     upstream.body(body).map_err(|_| ProxyError::BadRequest)
 }
 
@@ -375,6 +378,9 @@ pub async fn forward(
     caller: Option<Caller<'_>>,
     request_id: &HeaderValue,
 ) -> Result<HttpResponse, ProxyError> {
+    if let Some(Err(())) = &route.upstream_auth {
+        return Err(ProxyError::UpstreamCredentialUnavailable);
+    }
     let mut body = take_body(req, payload).await?;
     let idempotent = is_idempotent(req.method());
     let head_only = req.method() == Method::HEAD;

@@ -86,12 +86,31 @@ pub struct ReadModel {
     health: HealthRegistry,
     jwks: JwksRegistry,
     limiter: Arc<Limiter>,
+    /// Opens the routes' sealed upstream credentials and HMAC secrets.
+    master_key: Option<Arc<crate::master_key::MasterKey>>,
 }
 
 impl ReadModel {
     /// Returns the current view. Lock-free: one atomic load and a reference count.
     pub fn load_full(&self) -> Arc<View> {
         self.current.load_full()
+    }
+
+    /// A read model that opens sealed secrets with `master_key`.
+    pub fn with_master_key(master_key: Option<Arc<crate::master_key::MasterKey>>) -> Self {
+        Self {
+            master_key,
+            ..Self::default()
+        }
+    }
+
+    fn compile_routes(&self, state: &State) -> Arc<RouteTable> {
+        Arc::new(RouteTable::compile(
+            state.routes(),
+            &self.health,
+            &self.jwks,
+            self.master_key.as_deref(),
+        ))
     }
 
     /// Every upstream target's URL and whether it is in rotation.
@@ -212,7 +231,7 @@ impl ReadModel {
             }
             Command::RevokeTokens(_) => view.revoked_tokens = Arc::new(RevokedTokenIndex::build(state)),
             Command::PutRoute { .. } | Command::DeleteRoute { .. } => {
-                view.routes = Arc::new(RouteTable::compile(state.routes(), &self.health, &self.jwks));
+                view.routes = self.compile_routes(state);
             }
             Command::SetSettings { .. } => view.stale_policy = state.settings().stale_policy,
             Command::Audited(audited) => self.absorb(view, writer, state, &audited.command),
@@ -246,7 +265,7 @@ impl ApplyObserver for ReadModel {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut view = View {
-            routes: Arc::new(RouteTable::compile(state.routes(), &self.health, &self.jwks)),
+            routes: self.compile_routes(state),
             stale_policy: state.settings().stale_policy,
             revoked_tokens: Arc::new(RevokedTokenIndex::build(state)),
             ..View::default()

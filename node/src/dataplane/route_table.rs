@@ -10,6 +10,8 @@ use cluster::{Route, RouteAuth};
 use super::jwt::jwks::JwksRegistry;
 use super::jwt::JwtVerifier;
 use super::upstream::{HealthRegistry, Target};
+use crate::master_key::MasterKey;
+use cluster::sealed::UpstreamAuth;
 
 /// A route ready for the data plane.
 #[derive(Debug)]
@@ -30,13 +32,39 @@ pub struct CompiledRoute {
     /// Token verification of an `auth: jwt` route. `None` on such a route means its
     /// settings could not be compiled: every token is refused.
     pub jwt: Option<std::sync::Arc<JwtVerifier>>,
+    /// The route's upstream credential, opened; `Err` when it would not open (another
+    /// master key): the route then refuses to forward rather than go without it.
+    pub upstream_auth: Option<Result<(http1::HeaderName, http1::HeaderValue), ()>>,
     /// Request counts and latency, registered with the metrics recorder once.
     pub metrics: crate::telemetry::RouteMetrics,
 }
 
 impl CompiledRoute {
-    fn compile(route: &Route, registry: &HealthRegistry, jwks: &JwksRegistry) -> Self {
-        let jwt = route.jwt.as_ref().and_then(|settings| match JwtVerifier::compile(settings, jwks) {
+    fn compile(
+        route: &Route,
+        registry: &HealthRegistry,
+        jwks: &JwksRegistry,
+        master_key: Option<&MasterKey>,
+    ) -> Self {
+        let upstream_auth = route.upstream_auth.as_ref().map(|auth| {
+            let opened = master_key
+                .ok_or(())
+                .and_then(|key| {
+                    key.open(&auth.secret, &UpstreamAuth::associated_data(&route.id))
+                        .map_err(|_| ())
+                })
+                .and_then(|secret| {
+                    let name = http1::HeaderName::from_bytes(auth.header.as_bytes()).map_err(|_| ())?;
+                    let mut value = http1::HeaderValue::from_bytes(&secret).map_err(|_| ())?;
+                    value.set_sensitive(true);
+                    Ok((name, value))
+                });
+            if opened.is_err() {
+                tracing::error!(route = %route.id, "the upstream credential does not open with this node's master key; the route refuses to forward");
+            }
+            opened
+        });
+        let jwt = route.jwt.as_ref().and_then(|settings| match JwtVerifier::compile(settings, jwks, &route.id, master_key) {
             Ok(verifier) => Some(std::sync::Arc::new(verifier)),
             Err(error) => {
                 tracing::error!(route = %route.id, %error, "JWT settings do not compile; the route refuses every token");
@@ -74,6 +102,7 @@ impl CompiledRoute {
                 .collect(),
             health_check: route.health_check.clone(),
             jwt,
+            upstream_auth,
             metrics: crate::telemetry::RouteMetrics::new(&route.id),
         }
     }
@@ -165,11 +194,18 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Compiles the replicated routes.
-    pub fn compile(routes: &BTreeMap<String, Route>, registry: &HealthRegistry, jwks: &JwksRegistry) -> Self {
+    pub fn compile(
+        routes: &BTreeMap<String, Route>,
+        registry: &HealthRegistry,
+        jwks: &JwksRegistry,
+        master_key: Option<&MasterKey>,
+    ) -> Self {
         let mut table = RouteTable::default();
         for route in routes.values() {
             let index = table.routes.len();
-            table.routes.push(CompiledRoute::compile(route, registry, jwks));
+            table
+                .routes
+                .push(CompiledRoute::compile(route, registry, jwks, master_key));
             let prefixes = match &route.host {
                 Some(host) => table.by_host.entry(host.clone()).or_default(),
                 None => &mut table.any_host,
@@ -244,7 +280,7 @@ mod tests {
 
     fn table(routes: Vec<Route>) -> RouteTable {
         let map = routes.into_iter().map(|r| (r.id.clone(), r)).collect();
-        RouteTable::compile(&map, &HealthRegistry::default(), &JwksRegistry::default())
+        RouteTable::compile(&map, &HealthRegistry::default(), &JwksRegistry::default(), None)
     }
 
     fn find<'a>(

@@ -90,7 +90,12 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// Compiles a route's settings. Fails on a key that does not parse (the admin API
     /// refuses such a route before proposing it).
-    pub fn compile(settings: &JwtSettings, registry: &JwksRegistry) -> Result<Self, String> {
+    pub fn compile(
+        settings: &JwtSettings,
+        registry: &JwksRegistry,
+        route_id: &str,
+        master_key: Option<&crate::master_key::MasterKey>,
+    ) -> Result<Self, String> {
         let algorithms = settings
             .accepted_algorithms()
             .into_iter()
@@ -103,7 +108,20 @@ impl JwtVerifier {
             .keys
             .iter()
             .enumerate()
-            .map(|(index, text)| keys::parse_static(text).map_err(|e| format!("keys[{index}]: {e}")))
+            .map(|(index, text)| {
+                let opened;
+                let text = if text.starts_with(cluster::sealed::SEALED_TEXT_PREFIX) {
+                    let key =
+                        master_key.ok_or_else(|| format!("keys[{index}]: sealed, and no master key"))?;
+                    opened = key
+                        .open_text(text, &sealed_key_place(route_id, index))
+                        .map_err(|e| format!("keys[{index}]: {e}"))?;
+                    opened.as_str()
+                } else {
+                    text.as_str()
+                };
+                keys::parse_static(text).map_err(|e| format!("keys[{index}]: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let jwks = match (&settings.jwks_url, static_keys.is_empty()) {
             (Some(url), _) => Some(registry.source(Location::Jwks(url.clone()))),
@@ -277,6 +295,11 @@ impl JwtVerifier {
         }
         cache.insert(digest, verified);
     }
+}
+
+/// The associated data of a route's sealed JWT key.
+pub fn sealed_key_place(route_id: &str, index: usize) -> String {
+    format!("route:{route_id}:jwt.keys[{index}]")
 }
 
 /// Maps a `jsonwebtoken` refusal onto the proxy's stable codes.
