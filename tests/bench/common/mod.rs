@@ -76,21 +76,47 @@ pub fn parse_wrk(output: &str) -> Run {
 /// Runs wrk against `url`; with `delay_ms`, each connection pauses that long between
 /// requests (a fixed offered load instead of a closed loop).
 pub fn wrk(url: &str, key: &str, connections: u64, seconds: u64, delay_ms: Option<u64>, root: &Path) -> Run {
+    let mut command = wrk_command(connections, seconds);
+    command.arg("-H").arg(format!("Authorization: Bearer {key}"));
+    if let Some(delay) = delay_ms {
+        let script = root.join(format!("delay-{delay}.lua"));
+        std::fs::write(&script, format!("function delay()\n  return {delay}\nend\n")).expect("write lua");
+        command.arg("-s").arg(script);
+    }
+    run_wrk(command.arg(url), url)
+}
+
+/// Runs wrk against `url`, each request carrying the next bearer token of `tokens` (one
+/// per line), so that a cache keyed by the token misses when the list outgrows it.
+pub fn wrk_rotating(url: &str, tokens: &Path, connections: u64, seconds: u64, root: &Path) -> Run {
+    let script = root.join("rotate.lua");
+    std::fs::write(
+        &script,
+        "local tokens = {}\nlocal i = 0\n\
+         function init(args)\n  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end\n\
+           i = math.random(#tokens)\nend\n\
+         function request()\n  i = i % #tokens + 1\n\
+           return wrk.format(\"GET\", nil, { [\"Authorization\"] = \"Bearer \" .. tokens[i] })\nend\n",
+    )
+    .expect("write lua");
+    let mut command = wrk_command(connections, seconds);
+    command.arg("-s").arg(&script).arg(url).arg("--").arg(tokens);
+    run_wrk(&mut command, url)
+}
+
+fn wrk_command(connections: u64, seconds: u64) -> Command {
     let threads = env_or("BENCH_WRK_THREADS", 1).min(connections);
     let mut command = Command::new("wrk");
     command
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
-        .arg("--latency")
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {key}"));
-    if let Some(delay) = delay_ms {
-        let script = root.join(format!("delay-{delay}.lua"));
-        std::fs::write(&script, format!("function delay()\n  return {delay}\nend\n")).expect("write lua");
-        command.arg("-s").arg(script);
-    }
-    let output = command.arg(url).output().expect("run wrk");
+        .arg("--latency");
+    command
+}
+
+fn run_wrk(command: &mut Command, url: &str) -> Run {
+    let output = command.output().expect("run wrk");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let run = parse_wrk(&text);
     assert!(
