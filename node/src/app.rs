@@ -83,7 +83,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         master_key: config.master_key.clone(),
         read_model: read_model.clone(),
     });
-    let auth_failures = web::Data::new(AuthFailures::default());
+    let auth_failures = web::Data::new(AuthFailures::new(config.admin_auth_failure_limit));
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_context.clone())

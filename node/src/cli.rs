@@ -138,4 +138,8 @@ pub struct ServeArgs {
     /// every node. `CREDENTIALFLOW_MASTER_KEY` may hold the key itself instead.
     #[arg(long, env = "CREDENTIALFLOW_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Failed admin authentications allowed per source address per minute before it gets
+    /// 429 (default 10; 0 turns the limit off).
+    #[arg(long, env = "CREDENTIALFLOW_ADMIN_AUTH_FAILURE_LIMIT")]
+    pub admin_auth_failure_limit: Option<u32>,
 }

@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub peer_key: Option<PathBuf>,
     /// File holding the cluster master key.
     pub master_key_file: Option<PathBuf>,
+    /// Failed admin authentications per address per minute (0: no limit).
+    pub admin_auth_failure_limit: Option<u32>,
 }
 
 /// The `[raft]` table.
@@ -117,6 +119,8 @@ pub struct NodeConfig {
     pub peer_tls: Option<PeerTlsFiles>,
     /// Seals upstream credentials and HMAC secrets; routes with them need it.
     pub master_key: Option<std::sync::Arc<crate::master_key::MasterKey>>,
+    /// Failed admin authentications per address per minute before 429 (0: no limit).
+    pub admin_auth_failure_limit: u32,
 }
 
 /// A certificate chain and its key, as PEM files.
@@ -341,6 +345,10 @@ impl NodeConfig {
             tls,
             peer_tls,
             master_key,
+            admin_auth_failure_limit: args
+                .admin_auth_failure_limit
+                .or(file.admin_auth_failure_limit)
+                .unwrap_or(crate::admin::DEFAULT_MAX_FAILURES),
         })
     }
 }

@@ -13,7 +13,7 @@ use super::{path_id, read_state, AdminContext, Consistency};
 const DEFAULT_AUDIT_PAGE: usize = 100;
 const MAX_AUDIT_PAGE: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     #[serde(default)]
@@ -21,6 +21,15 @@ pub struct UsageQuery {
 }
 
 /// `GET /v1/keys/{id}/usage`: request counts summed over every node's reports.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}/usage",
+    params(("id" = String, Path, description = "Resource id"), UsageQuery),
+    responses(
+        (status = 200, description = "Request totals", body = crate::admin::openapi::Usage),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn usage(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -45,7 +54,7 @@ pub async fn usage(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     actor: Option<String>,
@@ -83,6 +92,15 @@ fn instant(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
 
 /// `GET /v1/audit`: admin writes, newest first, filtered by any of actor, action, target,
 /// outcome and time range, paged with `before`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit entries, newest first", body = crate::admin::openapi::AuditPage),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn audit(
     _: Admin,
     ctx: web::Data<AdminContext>,

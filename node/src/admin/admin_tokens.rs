@@ -18,7 +18,7 @@ use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 /// Managed admin tokens start with this, so they are recognisable in a secret scanner.
 const TOKEN_PREFIX: &str = "cfat_";
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoleBody {
     Admin,
@@ -26,14 +26,14 @@ pub enum RoleBody {
     Auditor,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     name: String,
     role: RoleBody,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
@@ -41,8 +41,8 @@ pub struct ListQuery {
 }
 
 /// A token as the API shows it: never the token itself.
-#[derive(Debug, Serialize)]
-struct TokenView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenView {
     id: String,
     name: String,
     role: &'static str,
@@ -64,14 +64,23 @@ impl From<&AdminTokenRecord> for TokenView {
     }
 }
 
-#[derive(Serialize)]
-struct CreatedView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedView {
     token: String,
     #[serde(flatten)]
     view: TokenView,
 }
 
 /// `POST /v1/admin-tokens`: the only answer that shows the token.
+#[utoipa::path(
+    post,
+    path = "/v1/admin-tokens",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The token, shown this once", body = CreatedView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn create(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -107,6 +116,15 @@ pub async fn create(
 }
 
 /// `GET /v1/admin-tokens`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin-tokens",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Every admin token, without secrets", body = crate::admin::openapi::AdminTokenList),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn list(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -124,6 +142,15 @@ pub async fn list(
 }
 
 /// `DELETE /v1/admin-tokens/{id}`: revokes the token on every node as it applies.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin-tokens/{id}",
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "The token, revoked", body = TokenView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn revoke(
     admin: Admin,
     ctx: web::Data<AdminContext>,

@@ -63,8 +63,8 @@ impl FromRequest for Admin {
     }
 }
 
-/// Failed authentications allowed per source address per window before it is refused.
-const MAX_FAILURES: u32 = 10;
+/// Failed authentications allowed per source address per window, by default.
+pub const DEFAULT_MAX_FAILURES: u32 = 10;
 /// The window failures are counted in.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at most; past this the oldest picture is dropped.
@@ -72,18 +72,28 @@ const MAX_TRACKED: usize = 10_000;
 
 /// Failed admin authentications per source address, so a token cannot be guessed at
 /// speed. Per node: each node protects its own listener.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthFailures {
+    /// Failures allowed per window; 0 turns the limit off.
+    max_failures: u32,
     by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl AuthFailures {
+    pub fn new(max_failures: u32) -> Self {
+        Self {
+            max_failures,
+            by_address: Mutex::default(),
+        }
+    }
+
     /// Returns how long `address` must wait, when it failed too often.
     fn blocked_for(&self, address: IpAddr) -> Option<Duration> {
         let failures = self.by_address.lock().unwrap_or_else(PoisonError::into_inner);
         let (since, count) = failures.get(&address)?;
         let elapsed = since.elapsed();
-        (*count >= MAX_FAILURES && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
+        (self.max_failures > 0 && *count >= self.max_failures && elapsed < FAILURE_WINDOW)
+            .then(|| FAILURE_WINDOW - elapsed)
     }
 
     fn record(&self, address: IpAddr) {

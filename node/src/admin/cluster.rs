@@ -11,8 +11,8 @@ use crate::cluster_handle::{ClusterError, ClusterView};
 use cluster::activity::AuditRecord;
 use cluster::Command;
 
-#[derive(Serialize)]
-struct MemberBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct MemberBody {
     id: u64,
     peer_addr: String,
     voter: bool,
@@ -20,8 +20,8 @@ struct MemberBody {
     proxy_addr: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ClusterBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ClusterBody {
     node_id: u64,
     leader_id: Option<u64>,
     term: u64,
@@ -64,6 +64,14 @@ fn body(view: ClusterView, ctx: &AdminContext) -> ClusterBody {
 }
 
 /// `GET /v1/cluster`: this node's view.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    responses(
+        (status = 200, description = "This node's view of the cluster", body = ClusterBody),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn show(_: Admin, ctx: web::Data<AdminContext>) -> HttpResponse {
     let view = ctx.cluster.view();
     HttpResponse::Ok().json(body(view, &ctx))
@@ -73,7 +81,7 @@ fn default_voter() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
     id: u64,
@@ -83,6 +91,15 @@ pub struct AddMemberRequest {
 }
 
 /// `POST /v1/cluster/members`: adds a learner, waits for it to catch up, promotes it.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/members",
+    request_body = AddMemberRequest,
+    responses(
+        (status = 200, description = "Member added", body = crate::admin::openapi::MemberAdded),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn add_member(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -120,6 +137,15 @@ pub async fn add_member(
 }
 
 /// `DELETE /v1/cluster/members/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/members/{id}",
+    params(("id" = u64, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "Member removed", body = crate::admin::openapi::MemberRemoved),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn remove_member(
     admin: Admin,
     ctx: web::Data<AdminContext>,

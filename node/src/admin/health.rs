@@ -10,6 +10,15 @@ use super::AdminContext;
 const READY_MAX_LAG: u64 = 100;
 
 /// `GET /healthz`: the process is alive and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses(
+        (status = 200, description = "Process alive", body = crate::admin::openapi::Health),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    ),
+    security(())
+)]
 pub async fn healthz(ctx: web::Data<AdminContext>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "node_id": ctx.cluster.id() }))
 }
@@ -17,6 +26,16 @@ pub async fn healthz(ctx: web::Data<AdminContext>) -> HttpResponse {
 /// `GET /readyz`: a member of a cluster with a known leader, caught up, and (unless the
 /// cluster fails open) not stale, so a load balancer stops sending traffic that the proxy
 /// would refuse with `stale_replica`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "Ready", body = crate::admin::openapi::Ready),
+        (status = 503, description = "Not ready", body = crate::admin::openapi::Ready),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    ),
+    security(())
+)]
 pub async fn readyz(ctx: web::Data<AdminContext>) -> HttpResponse {
     let view = ctx.cluster.view();
     let contact = ctx.cluster.leader_contact();

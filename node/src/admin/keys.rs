@@ -17,7 +17,7 @@ use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     name: String,
@@ -28,18 +28,18 @@ pub struct CreateKeyRequest {
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     #[serde(default)]
     grace_secs: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyRequest {}
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<usize>,
@@ -48,7 +48,7 @@ pub struct ListQuery {
     consistency: Consistency,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     #[serde(default)]
@@ -123,6 +123,15 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
 }
 
 /// `POST /v1/keys`: creates a key; the answer is the only time its secret is shown.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "The key, with its secret shown this once", body = KeyWithSecret),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn create(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -137,6 +146,15 @@ pub async fn create(
 }
 
 /// `GET /v1/keys`: a page of keys in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = crate::admin::openapi::KeyPage),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn list(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -166,6 +184,15 @@ pub async fn list(
 }
 
 /// `GET /v1/keys/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}",
+    params(("id" = String, Path, description = "Resource id"), ReadQuery),
+    responses(
+        (status = 200, description = "The key", body = KeyView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn get(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -182,6 +209,16 @@ pub async fn get(
 }
 
 /// `POST /v1/keys/{id}/rotate`: a new secret; the old one works for `grace_secs` more.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/rotate",
+    request_body = RotateRequest,
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "The key with its new secret, shown this once", body = KeyWithSecret),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn rotate(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -213,8 +250,8 @@ pub async fn rotate(
 }
 
 /// The answer to a revoke: the key, and which members confirmed applying the revocation.
-#[derive(Serialize)]
-struct RevokedView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RevokedView {
     #[serde(flatten)]
     key: KeyView,
     applied_on: Vec<u64>,
@@ -224,6 +261,16 @@ struct RevokedView {
 /// `POST /v1/keys/{id}/revoke`: answers once every member in contact with the leader has
 /// applied the revocation, naming them in `applied_on` (members that did not confirm in
 /// time are `pending`; they refuse every credential once their replica is stale).
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/revoke",
+    request_body = EmptyRequest,
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "Revoked; which members applied it", body = RevokedView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn revoke(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -249,6 +296,15 @@ pub async fn revoke(
 }
 
 /// `DELETE /v1/keys/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::admin::openapi::Deleted),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn delete(
     admin: Admin,
     ctx: web::Data<AdminContext>,

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::views::{now_ms, rfc3339, KeyView, LimitBody};
 use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchKeyRequest {
     name: Option<String>,
@@ -22,13 +22,13 @@ pub struct PatchKeyRequest {
     limits: Option<Vec<LimitBody>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutTenantRequest {
     limits: Vec<LimitBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     #[serde(default)]
@@ -48,6 +48,16 @@ fn parse_limits(bodies: &[LimitBody], problems: &mut Vec<FieldError>) -> Vec<Lim
 
 /// `PATCH /v1/keys/{id}`: changes the fields present in the body. New limits apply to the
 /// current window: what was already admitted in it still counts.
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{id}",
+    request_body = PatchKeyRequest,
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "The key after the change", body = KeyView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn patch_key(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -84,8 +94,8 @@ pub async fn patch_key(
 }
 
 /// A tenant as the API shows it.
-#[derive(Debug, Serialize)]
-struct TenantView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TenantView {
     id: String,
     limits: Vec<LimitBody>,
     created_at: String,
@@ -93,8 +103,8 @@ struct TenantView {
 }
 
 /// A tenant with its limits' current windows.
-#[derive(Debug, Serialize)]
-struct TenantDetail {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TenantDetail {
     #[serde(flatten)]
     tenant: TenantView,
     windows: Vec<LimitView>,
@@ -112,6 +122,16 @@ impl From<&Tenant> for TenantView {
 }
 
 /// `PUT /v1/tenants/{id}`: sets the limits shared by every key whose tenant is `id`.
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{id}",
+    request_body = PutTenantRequest,
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn put_tenant(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -138,6 +158,15 @@ pub async fn put_tenant(
 }
 
 /// `GET /v1/tenants`.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    params(ReadQuery),
+    responses(
+        (status = 200, description = "Every tenant", body = crate::admin::openapi::TenantList),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn list_tenants(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -151,6 +180,15 @@ pub async fn list_tenants(
 }
 
 /// `GET /v1/tenants/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    params(("id" = String, Path, description = "Resource id"), ReadQuery),
+    responses(
+        (status = 200, description = "The tenant and its windows", body = TenantDetail),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn get_tenant(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -170,6 +208,15 @@ pub async fn get_tenant(
 }
 
 /// `DELETE /v1/tenants/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}",
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::admin::openapi::Deleted),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn delete_tenant(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -185,8 +232,8 @@ pub async fn delete_tenant(
 }
 
 /// One limit's current window, cluster-wide.
-#[derive(Debug, Serialize)]
-struct LimitView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LimitView {
     /// `key` or `tenant`: whose requests the limit counts.
     applies_to: &'static str,
     #[serde(flatten)]
@@ -243,6 +290,15 @@ fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
 }
 
 /// `GET /v1/keys/{id}/limits`: the key's own limits and its tenant's.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}/limits",
+    params(("id" = String, Path, description = "Resource id"), ReadQuery),
+    responses(
+        (status = 200, description = "Each limit's current window", body = crate::admin::openapi::KeyLimits),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn key_limits(
     _: Admin,
     ctx: web::Data<AdminContext>,

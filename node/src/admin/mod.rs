@@ -10,6 +10,7 @@ mod error;
 mod health;
 mod keys;
 mod limits;
+pub mod openapi;
 mod revocations;
 mod routes;
 mod settings;
@@ -23,7 +24,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use auth::Admin;
-pub use auth::{AdminTokenDigest, AuthFailures};
+pub use auth::{AdminTokenDigest, AuthFailures, DEFAULT_MAX_FAILURES};
 pub use error::ApiError;
 
 use crate::cluster_handle::{ClusterHandle, Written};
@@ -72,7 +73,7 @@ impl AdminContext {
 }
 
 /// Read consistency of a GET: the local replica (default) or through the leader's read index.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {
     #[default]
@@ -125,6 +126,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/v1/openapi.json").route(web::get().to(openapi::document)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/v1/cluster").route(web::get().to(cluster::show)))
         .service(resource("/v1/cluster/members").route(web::post().to(cluster::add_member)))

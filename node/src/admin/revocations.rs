@@ -17,7 +17,7 @@ use super::{expect_outcome, read_state, AdminContext, Consistency};
 /// How long an entry is kept when the caller does not say when the tokens expire.
 const DEFAULT_KEEP_MS: i64 = 24 * 3600 * 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     jti: Option<String>,
@@ -28,7 +28,7 @@ pub struct RevokeRequest {
     expires_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
@@ -36,8 +36,8 @@ pub struct ListQuery {
 }
 
 /// An entry as the API shows it.
-#[derive(Debug, Serialize)]
-struct RevocationView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RevocationView {
     jti: Option<String>,
     sub: Option<String>,
     issued_before: Option<String>,
@@ -116,8 +116,8 @@ fn entry_from(request: RevokeRequest, now: i64) -> Result<TokenRevocation, ApiEr
 }
 
 /// The answer to a revocation: the entry, and which members confirmed applying it.
-#[derive(Serialize)]
-struct RevokedView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RevokedView {
     #[serde(flatten)]
     entry: RevocationView,
     applied_on: Vec<u64>,
@@ -126,6 +126,15 @@ struct RevokedView {
 
 /// `POST /v1/revocations`: revokes a token by `jti`, or a subject's tokens issued before a
 /// moment. Answers once every member in contact with the leader has applied it.
+#[utoipa::path(
+    post,
+    path = "/v1/revocations",
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "Revoked; which members applied it", body = RevokedView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn revoke(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -153,6 +162,15 @@ pub async fn revoke(
 }
 
 /// `GET /v1/revocations`: every entry whose tokens have not all expired.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Live revocations", body = crate::admin::openapi::RevocationList),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn list(
     _: Admin,
     ctx: web::Data<AdminContext>,

@@ -22,7 +22,7 @@ use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 /// Default probe interval of a route's `health_check`.
 const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthBody {
     ApiKey,
@@ -30,7 +30,7 @@ pub enum AuthBody {
     None,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamBody {
     url: String,
@@ -38,7 +38,7 @@ pub struct UpstreamBody {
     priority: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckBody {
     path: String,
@@ -46,7 +46,7 @@ pub struct HealthCheckBody {
 }
 
 /// One value or a list of them (`audience` is either in JWT practice).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -54,14 +54,14 @@ pub enum OneOrMany {
 }
 
 /// A static key: PEM text, or a JWK as an object or as JSON text.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum KeyBody {
     Text(String),
     Jwk(serde_json::Map<String, serde_json::Value>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtBody {
     issuer: String,
@@ -103,7 +103,7 @@ impl From<JwtBody> for JwtSettings {
 }
 
 /// A credential the route sends upstream; write-only.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAuthBody {
     header: String,
@@ -118,7 +118,7 @@ impl std::fmt::Debug for UpstreamAuthBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRouteRequest {
     path_prefix: String,
@@ -135,7 +135,7 @@ pub struct PutRouteRequest {
     upstream_auth: Option<UpstreamAuthBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     #[serde(default)]
@@ -143,7 +143,7 @@ pub struct ReadQuery {
 }
 
 /// A route as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RouteView {
     id: String,
     path_prefix: String,
@@ -163,16 +163,16 @@ pub struct RouteView {
     updated_at: String,
 }
 
-#[derive(Debug, Serialize)]
-struct UpstreamView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct UpstreamView {
     url: String,
     weight: u32,
     priority: u32,
 }
 
 /// A route's JWT settings as shown: public keys as stored, HMAC secrets never.
-#[derive(Debug, Serialize)]
-struct JwtView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct JwtView {
     issuer: String,
     audience: Vec<String>,
     jwks_url: Option<String>,
@@ -215,8 +215,8 @@ impl JwtView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct HealthCheckView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HealthCheckView {
     path: String,
     interval_ms: u64,
 }
@@ -369,6 +369,17 @@ fn route_from(
 }
 
 /// `PUT /v1/routes/{id}`: creates (201) or replaces (200) a route.
+#[utoipa::path(
+    put,
+    path = "/v1/routes/{id}",
+    request_body = PutRouteRequest,
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "Replaced", body = RouteView),
+        (status = 201, description = "Created", body = RouteView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn put(
     admin: Admin,
     ctx: web::Data<AdminContext>,
@@ -396,6 +407,15 @@ pub async fn put(
 }
 
 /// `GET /v1/routes`: every route, in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/routes",
+    params(ReadQuery),
+    responses(
+        (status = 200, description = "Every route", body = crate::admin::openapi::RouteList),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn list(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -409,6 +429,15 @@ pub async fn list(
 }
 
 /// `GET /v1/routes/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/routes/{id}",
+    params(("id" = String, Path, description = "Resource id"), ReadQuery),
+    responses(
+        (status = 200, description = "The route", body = RouteView),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn get(
     _: Admin,
     ctx: web::Data<AdminContext>,
@@ -425,6 +454,15 @@ pub async fn get(
 }
 
 /// `DELETE /v1/routes/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/routes/{id}",
+    params(("id" = String, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::admin::openapi::Deleted),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn delete(
     admin: Admin,
     ctx: web::Data<AdminContext>,

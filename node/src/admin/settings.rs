@@ -10,14 +10,14 @@ use super::error::ApiError;
 use super::views::{now_ms, rfc3339};
 use super::{expect_outcome, AdminContext};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StalePolicyBody {
     FailClosed,
     FailOpen,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsRequest {
     stale_policy: StalePolicyBody,
@@ -31,12 +31,29 @@ fn view(settings: &ClusterSettings) -> serde_json::Value {
 }
 
 /// `GET /v1/cluster/settings`.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/settings",
+    responses(
+        (status = 200, description = "Cluster settings", body = crate::admin::openapi::Settings),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn show(_: Admin, ctx: web::Data<AdminContext>) -> HttpResponse {
     let settings = ctx.cluster.shared().read().state.settings().clone();
     HttpResponse::Ok().json(view(&settings))
 }
 
 /// `PUT /v1/cluster/settings`.
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/settings",
+    request_body = SettingsRequest,
+    responses(
+        (status = 200, description = "Settings after the change", body = crate::admin::openapi::Settings),
+        (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
+    )
+)]
 pub async fn replace(
     admin: Admin,
     ctx: web::Data<AdminContext>,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// A calendar period as the API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CalendarBody {
     Day,
@@ -17,7 +17,7 @@ pub enum CalendarBody {
 
 /// A limit as the API reads and writes it: a fixed window of `window_secs`, or a calendar
 /// `period` in UTC (exactly one of the two).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
     pub requests: u64,
@@ -70,7 +70,7 @@ impl From<&Limit> for LimitBody {
 }
 
 /// One secret of a key, without the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SecretView {
     pub prefix: String,
     pub created_at: String,
@@ -78,7 +78,7 @@ pub struct SecretView {
 }
 
 /// A key as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -88,6 +88,7 @@ pub struct KeyView {
     pub limits: Vec<LimitBody>,
     pub expires_at: Option<String>,
     /// The stored metadata JSON, emitted as is (it was validated as an object on the way in).
+    #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,
     pub status: &'static str,
     pub created_at: String,
@@ -126,7 +127,7 @@ impl KeyView {
 }
 
 /// The answer to creating or rotating a key: the view plus the secret, shown this once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyWithSecret {
     pub key: String,
     #[serde(flatten)]

@@ -1,0 +1,204 @@
+//! The admin API as an OpenAPI 3 document, generated from the handlers' annotations and
+//! the request and response types (utoipa), served at `GET /v1/openapi.json`. CI fuzzes a
+//! live node against it with schemathesis.
+//!
+//! The structs here describe answers the handlers build as JSON objects in place; the
+//! schemathesis run checks that the two agree.
+
+#![allow(dead_code)]
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::views::KeyView;
+
+/// Every error: a stable code, a message, and for validation failures each broken field.
+#[derive(ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct ErrorDetail {
+    code: String,
+    message: String,
+    details: Option<Vec<FieldProblem>>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct FieldProblem {
+    field: String,
+    reason: String,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct KeyPage {
+    keys: Vec<KeyView>,
+    next_cursor: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Deleted {
+    id: String,
+    deleted: bool,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Health {
+    status: String,
+    node_id: u64,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Ready {
+    ready: bool,
+    stale: bool,
+    leader_contact_ms: Option<u64>,
+    node_id: u64,
+    leader_id: Option<u64>,
+    last_applied: Option<u64>,
+    last_log_index: Option<u64>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct RequestsByClass {
+    #[schema(rename = "1xx")]
+    c1: u64,
+    #[schema(rename = "2xx")]
+    c2: u64,
+    #[schema(rename = "3xx")]
+    c3: u64,
+    #[schema(rename = "4xx")]
+    c4: u64,
+    #[schema(rename = "5xx")]
+    c5: u64,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Usage {
+    key_id: String,
+    requests: RequestsByClass,
+    total: u64,
+    last_used_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct AuditEntry {
+    seq: u64,
+    at: String,
+    actor: String,
+    action: String,
+    target: String,
+    outcome: String,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct AuditPage {
+    entries: Vec<AuditEntry>,
+    next_before: Option<u64>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct Settings {
+    stale_policy: String,
+    updated_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct MemberAdded {
+    id: u64,
+    peer_addr: String,
+    voter: bool,
+    log_index: u64,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct MemberRemoved {
+    id: u64,
+    removed: bool,
+    log_index: u64,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct RouteList {
+    routes: Vec<super::routes::RouteView>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct TenantList {
+    tenants: Vec<super::limits::TenantView>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct KeyLimits {
+    id: String,
+    limits: Vec<super::limits::LimitView>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct RevocationList {
+    revocations: Vec<super::revocations::RevocationView>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct AdminTokenList {
+    admin_tokens: Vec<super::admin_tokens::TokenView>,
+}
+
+/// Declares bearer authentication for every operation.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "credentialflow admin API", description = "Cluster administration of a credentialflow gateway."),
+    security(("bearer" = [])),
+    modifiers(&BearerAuth),
+    components(schemas(super::Consistency)),
+    paths(
+        super::health::healthz,
+        super::health::readyz,
+        super::cluster::show,
+        super::settings::show,
+        super::settings::replace,
+        super::keys::create,
+        super::keys::list,
+        super::keys::get,
+        super::limits::patch_key,
+        super::keys::delete,
+        super::keys::rotate,
+        super::keys::revoke,
+        super::activity::usage,
+        super::limits::key_limits,
+        super::activity::audit,
+        super::routes::list,
+        super::routes::get,
+        super::routes::put,
+        super::routes::delete,
+        super::limits::list_tenants,
+        super::limits::get_tenant,
+        super::limits::put_tenant,
+        super::limits::delete_tenant,
+        super::revocations::revoke,
+        super::revocations::list,
+        super::admin_tokens::create,
+        super::admin_tokens::list,
+        super::admin_tokens::revoke,
+        super::cluster::add_member,
+        super::cluster::remove_member,
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /v1/openapi.json`: the document (no credential needed; it holds no secret).
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
