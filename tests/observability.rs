@@ -126,12 +126,25 @@ fn metrics_count_requests_and_no_secret_reaches_logs_or_metrics() {
     assert_eq!(value("credentialflow_raft_is_leader"), 1.0);
     assert!(value("credentialflow_raft_term") >= 1.0);
     assert!(value("credentialflow_raft_applied_index") >= 5.0);
+    assert!(value("credentialflow_raft_commit_index") >= value("credentialflow_raft_applied_index"));
     assert_eq!(
         value(&format!(
             "credentialflow_upstream_up{{target=\"{}\"}}",
             upstream.url()
         )),
         1.0
+    );
+
+    // The leak detector every test's nodes go through recognises each kind of secret.
+    for sample in [&key, &token, &jwt] {
+        assert!(
+            support::secret_in(&format!("line with {sample} in it")).is_some(),
+            "undetected"
+        );
+    }
+    assert!(
+        support::secret_in(&format!("prefix {}", &key[..12])).is_none(),
+        "a display prefix is not a secret"
     );
 
     // Secrets appear nowhere: not in metrics, not in the log (read after a clean stop).

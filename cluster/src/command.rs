@@ -6,6 +6,7 @@ use crate::activity::{AuditRecord, UsageReport};
 use crate::admin_token::AdminTokenRecord;
 use crate::limits::{Grant, Limit, MeterId, SpendReport};
 use crate::model::{KeyRecord, KeySecret, NodeInfo, Tenant};
+use crate::provider::Provider;
 use crate::revocation::TokenRevocation;
 use crate::route::Route;
 use crate::settings::ClusterSettings;
@@ -34,6 +35,10 @@ pub enum Command {
     CreateAdminToken(Box<AdminTokenRecord>),
     /// Marks a managed admin token revoked; it authenticates nothing from then on.
     RevokeAdminToken { id: String, now_ms: i64 },
+    /// Creates or replaces a model provider (`created_at_ms` of an existing one is kept).
+    PutProvider(Box<Provider>),
+    /// Removes a model provider.
+    DeleteProvider { id: String, now_ms: i64 },
     /// Removes a key and all its secrets.
     DeleteKey { id: String, now_ms: i64 },
     /// Housekeeping: records every key past its expiry as expired, drops rotated-out
@@ -175,6 +180,8 @@ impl Command {
             Command::RevokeKey { .. } => "revoke_key",
             Command::RevokeTokens(_) => "revoke_tokens",
             Command::CreateAdminToken(_) => "create_admin_token",
+            Command::PutProvider(_) => "put_provider",
+            Command::DeleteProvider { .. } => "delete_provider",
             Command::RevokeAdminToken { .. } => "revoke_admin_token",
             Command::DeleteKey { .. } => "delete_key",
             Command::ExpireKeys { .. } => "expire_keys",
@@ -205,6 +212,8 @@ impl Command {
             Command::UpdateKey(update) => update.id.clone(),
             Command::RevokeTokens(entry) => entry.key(),
             Command::CreateAdminToken(record) => record.id.clone(),
+            Command::PutProvider(provider) => provider.id.clone(),
+            Command::DeleteProvider { id, .. } => id.clone(),
             Command::RevokeAdminToken { id, .. } => id.clone(),
             Command::PutRoute { route, .. } => route.id.clone(),
             Command::RegisterNode(info) => info.id.to_string(),
@@ -243,6 +252,10 @@ pub enum Response {
     RouteDeleted { id: String },
     /// The settings after the change.
     Settings(ClusterSettings),
+    /// The provider after the change (its key sealed).
+    Provider(Box<Provider>),
+    /// The provider was removed.
+    ProviderDeleted { id: String },
     /// The admin token after the change (its hash, never the token).
     AdminToken(Box<AdminTokenRecord>),
     /// The revocation entry as stored.
@@ -276,6 +289,8 @@ pub enum Rejection {
     KeyExpired { id: String },
     #[error("route {id} does not exist")]
     RouteNotFound { id: String },
+    #[error("provider {id} does not exist")]
+    ProviderNotFound { id: String },
     #[error("admin token {id} does not exist")]
     AdminTokenNotFound { id: String },
     #[error("tenant {id} does not exist")]
@@ -291,7 +306,8 @@ impl Rejection {
             Rejection::KeyNotFound { .. }
             | Rejection::RouteNotFound { .. }
             | Rejection::TenantNotFound { .. }
-            | Rejection::AdminTokenNotFound { .. } => "not_found",
+            | Rejection::AdminTokenNotFound { .. }
+            | Rejection::ProviderNotFound { .. } => "not_found",
             Rejection::KeyExists { .. } => "already_exists",
             Rejection::SecretCollision => "conflict",
             Rejection::KeyRevoked { .. } => "key_revoked",

@@ -10,6 +10,7 @@
 //! - [`activity`]: per-key usage totals and the audit log.
 //! - [`settings`]: cluster-wide settings (what a stale replica does).
 //! - [`limits`]: exact cluster-wide limits through granted slices of capacity.
+//! - [`provider`]: model providers of the AI gateway, with sealed API keys.
 //! - [`revocation`]: the replicated list of revoked tokens.
 //! - [`command`]: what can be proposed to Raft and what applying it answers.
 //! - [`state`]: the replicated [`State`] and its pure, deterministic [`apply`].
@@ -30,6 +31,7 @@ pub mod jwt;
 pub mod limits;
 pub mod model;
 pub mod peer;
+pub mod provider;
 pub mod revocation;
 pub mod route;
 pub mod sealed;

@@ -3,6 +3,7 @@
 mod activity;
 mod admin_tokens;
 mod limits;
+mod providers;
 mod revocations;
 mod routes;
 
@@ -34,6 +35,8 @@ pub struct State {
     settings: ClusterSettings,
     /// Tenants with limits, by id.
     tenants: BTreeMap<String, Tenant>,
+    /// Model providers by id.
+    providers: BTreeMap<String, crate::provider::Provider>,
     /// Managed admin tokens by id.
     admin_tokens: BTreeMap<String, crate::admin_token::AdminTokenRecord>,
     /// Revoked tokens by [`TokenRevocation::key`].
@@ -67,6 +70,8 @@ pub fn apply(state: &mut State, command: &Command) -> Response {
         Command::RevokeKey { id, now_ms } => state.revoke_key(id, *now_ms),
         Command::RevokeTokens(entry) => state.revoke_tokens(entry),
         Command::CreateAdminToken(record) => state.create_admin_token(record),
+        Command::PutProvider(provider) => state.put_provider(provider),
+        Command::DeleteProvider { id, .. } => state.delete_provider(id),
         Command::RevokeAdminToken { id, now_ms } => state.revoke_admin_token(id, *now_ms),
         Command::DeleteKey { id, .. } => state.delete_key(id),
         Command::ExpireKeys { now_ms } => Ok(state.expire_keys(*now_ms)),

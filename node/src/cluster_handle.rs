@@ -103,6 +103,9 @@ pub struct ClusterView {
     pub last_log_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    /// On the leader: the highest index a majority of voters holds (openraft 0.9 does not
+    /// report it; it is derived from the replication progress). `None` elsewhere.
+    pub commit_index: Option<u64>,
     pub members: Vec<MemberView>,
 }
 
@@ -311,6 +314,7 @@ impl ClusterHandle {
             last_log_index: metrics.last_log_index,
             snapshot_index: metrics.snapshot.map(|id| id.index),
             purged_index: metrics.purged.map(|id| id.index),
+            commit_index: commit_index(&metrics, &voters),
             members,
         }
     }
@@ -453,4 +457,28 @@ async fn track_leader_contact(inner: Weak<Inner>) {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The index a majority of `voters` has matched, from the leader's replication progress
+/// (its own log counts as matched up to its last index).
+fn commit_index(metrics: &openraft::RaftMetrics<NodeId, Node>, voters: &BTreeSet<NodeId>) -> Option<u64> {
+    let replication = metrics.replication.as_ref()?;
+    let mut matched: Vec<u64> = voters
+        .iter()
+        .map(|voter| {
+            if *voter == metrics.id {
+                metrics.last_log_index.unwrap_or(0)
+            } else {
+                replication
+                    .get(voter)
+                    .and_then(|matched| matched.as_ref().map(|id| id.index))
+                    .unwrap_or(0)
+            }
+        })
+        .collect();
+    if matched.is_empty() {
+        return None;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched.get(matched.len() / 2).copied()
 }

@@ -54,6 +54,10 @@ pub fn install() -> Option<PrometheusHandle> {
     describe_gauge!("credentialflow_raft_last_log_index", "Last log index held.");
     describe_gauge!("credentialflow_raft_applied_index", "Last log index applied.");
     describe_gauge!(
+        "credentialflow_raft_commit_index",
+        "On the leader: the highest index a majority of voters holds."
+    );
+    describe_gauge!(
         "credentialflow_raft_apply_lag",
         "Entries held but not yet applied."
     );
@@ -119,6 +123,9 @@ pub fn observe(view: &ClusterView, targets: &[(String, bool)]) {
     gauge!("credentialflow_raft_is_leader").set(f64::from(u8::from(view.leader_id == Some(view.node_id))));
     gauge!("credentialflow_raft_last_log_index").set(index(view.last_log_index));
     gauge!("credentialflow_raft_applied_index").set(index(view.last_applied));
+    if let Some(commit) = view.commit_index {
+        gauge!("credentialflow_raft_commit_index").set(commit as f64);
+    }
     gauge!("credentialflow_raft_apply_lag")
         .set(index(view.last_log_index).max(index(view.last_applied)) - index(view.last_applied));
     gauge!("credentialflow_raft_snapshot_index").set(index(view.snapshot_index));

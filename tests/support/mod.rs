@@ -374,7 +374,43 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Every node of every black-box test is checked: no secret in its log.
+        if !std::thread::panicking() {
+            if let Some(leak) = secret_in(&self.log_text()) {
+                panic!("node {} logged a secret: {leak}", self.id);
+            }
+        }
     }
+}
+
+/// Finds something in `log` that looks like a secret: an API key (`cf_` and 40+ base58
+/// characters; displayed prefixes are 9), a managed admin token (`cfat_…`), a JWT
+/// (`eyJ….eyJ…`) or the test clusters' admin token. Returns a short, redacted description.
+pub fn secret_in(log: &str) -> Option<String> {
+    const BASE58: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let run = |rest: &str, alphabet: &dyn Fn(char) -> bool| rest.chars().take_while(|&c| alphabet(c)).count();
+    for (index, _) in log.match_indices("cf_") {
+        let before = log[..index].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        if run(&log[index + 3..], &|c| BASE58.contains(c)) >= 40 {
+            return Some(format!("an API key near byte {index}"));
+        }
+    }
+    for (index, _) in log.match_indices("cfat_") {
+        if run(&log[index + 5..], &|c| BASE58.contains(c)) >= 30 {
+            return Some(format!("an admin token near byte {index}"));
+        }
+    }
+    let base64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    for (index, _) in log.match_indices("eyJ") {
+        let header = run(&log[index..], &base64url);
+        if log[index + header..].starts_with(".eyJ") {
+            return Some(format!("a JWT near byte {index}"));
+        }
+    }
+    log.contains(TOKEN).then(|| "the admin token".to_owned())
 }
 
 fn send_signal(pid: u32, signal: Signal) -> nix::Result<()> {

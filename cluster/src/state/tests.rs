@@ -1033,3 +1033,50 @@ fn admin_tokens_are_stored_by_hash_and_revoked_once() {
     };
     assert_eq!(rejected(apply(&mut state, &missing)).code(), "not_found");
 }
+
+fn provider(id: &str, now: i64) -> Command {
+    Command::PutProvider(Box::new(crate::provider::Provider {
+        id: id.into(),
+        kind: crate::provider::ProviderKind::OpenAi,
+        base_url: "https://api.openai.example".into(),
+        api_key: crate::sealed::SealedSecret {
+            nonce: [1; 12],
+            ciphertext: vec![7; 40],
+        },
+        api_key_last4: "abcd".into(),
+        headers: vec![("OpenAI-Organization".into(), "org-1".into())],
+        models: vec!["gpt-4o".into()],
+        prices: BTreeMap::new(),
+        created_at_ms: T0 + now,
+        updated_at_ms: T0 + now,
+    }))
+}
+
+#[test]
+fn providers_are_put_replaced_and_deleted() {
+    let mut state = State::default();
+    apply(&mut state, &provider("openai", 0));
+    let Response::Provider(replaced) = apply(&mut state, &provider("openai", 5)) else {
+        panic!("expected a provider")
+    };
+    assert_eq!((replaced.created_at_ms, replaced.updated_at_ms), (T0, T0 + 5));
+    let before = state.clone();
+    let Command::PutProvider(mut bad) = provider("openai", 6) else {
+        unreachable!()
+    };
+    bad.base_url = "ftp://x".into();
+    assert_eq!(
+        rejected(apply(&mut state, &Command::PutProvider(bad))).code(),
+        "validation_failed"
+    );
+    assert_eq!(state, before);
+    let delete = Command::DeleteProvider {
+        id: "openai".into(),
+        now_ms: T0,
+    };
+    assert_eq!(
+        apply(&mut state, &delete),
+        Response::ProviderDeleted { id: "openai".into() }
+    );
+    assert_eq!(rejected(apply(&mut state, &delete)).code(), "not_found");
+}

@@ -158,7 +158,8 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
 }
 
 /// Whether `role` may make this request: auditors read; operators also write keys,
-/// tenants, routes and token revocations, and read all but admin tokens; admins do all.
+/// tenants, routes, providers and token revocations, and read all but admin tokens;
+/// admins do all.
 fn authorize(req: &HttpRequest, admin: Admin) -> Result<Admin, ApiError> {
     let pattern = req.match_pattern().unwrap_or_default();
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -166,9 +167,15 @@ fn authorize(req: &HttpRequest, admin: Admin) -> Result<Admin, ApiError> {
         AdminRole::Admin => true,
         AdminRole::Auditor => read,
         AdminRole::Operator => {
-            let operator_area = ["/v1/keys", "/v1/tenants", "/v1/routes", "/v1/revocations"]
-                .iter()
-                .any(|area| pattern == *area || pattern.starts_with(&format!("{area}/")));
+            let operator_area = [
+                "/v1/keys",
+                "/v1/tenants",
+                "/v1/routes",
+                "/v1/revocations",
+                "/v1/providers",
+            ]
+            .iter()
+            .any(|area| pattern == *area || pattern.starts_with(&format!("{area}/")));
             let admin_only = pattern.starts_with("/v1/admin-tokens");
             (read && !admin_only) || operator_area
         }

@@ -110,7 +110,8 @@ impl ResponseError for ApiError {
                 Rejection::KeyNotFound { .. }
                 | Rejection::RouteNotFound { .. }
                 | Rejection::TenantNotFound { .. }
-                | Rejection::AdminTokenNotFound { .. } => StatusCode::NOT_FOUND,
+                | Rejection::AdminTokenNotFound { .. }
+                | Rejection::ProviderNotFound { .. } => StatusCode::NOT_FOUND,
                 Rejection::Invalid { .. } => StatusCode::BAD_REQUEST,
                 Rejection::KeyExists { .. }
                 | Rejection::SecretCollision

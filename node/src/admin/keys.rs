@@ -251,7 +251,7 @@ pub async fn rotate(
 
 /// The answer to a revoke: the key, and which members confirmed applying the revocation.
 #[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct RevokedView {
+pub(crate) struct KeyRevokedView {
     #[serde(flatten)]
     key: KeyView,
     applied_on: Vec<u64>,
@@ -267,7 +267,7 @@ pub(crate) struct RevokedView {
     request_body = EmptyRequest,
     params(("id" = String, Path, description = "Resource id")),
     responses(
-        (status = 200, description = "Revoked; which members applied it", body = RevokedView),
+        (status = 200, description = "Revoked; which members applied it", body = KeyRevokedView),
         (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
     )
 )]
@@ -288,7 +288,7 @@ pub async fn revoke(
         .confirm_applied(written.log_index, ctx.revoke_wait)
         .await?;
     tracing::info!(key_id = %key.id, applied_on = ?report.applied_on, pending = ?report.pending, "key revoked");
-    Ok(HttpResponse::Ok().json(RevokedView {
+    Ok(HttpResponse::Ok().json(KeyRevokedView {
         key,
         applied_on: report.applied_on,
         pending: report.pending,

@@ -11,6 +11,7 @@ mod health;
 mod keys;
 mod limits;
 pub mod openapi;
+mod providers;
 mod revocations;
 mod routes;
 mod settings;
@@ -171,6 +172,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::put().to(settings::replace)),
         )
         .service(resource("/v1/routes").route(web::get().to(routes::list)))
+        .service(resource("/v1/providers").route(web::get().to(providers::list)))
+        .service(
+            resource("/v1/providers/{id}")
+                .route(web::get().to(providers::get))
+                .route(web::put().to(providers::put))
+                .route(web::delete().to(providers::delete)),
+        )
         .service(
             resource("/v1/routes/{id}")
                 .route(web::get().to(routes::get))

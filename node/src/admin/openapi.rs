@@ -192,6 +192,10 @@ impl Modify for BearerAuth {
         super::admin_tokens::create,
         super::admin_tokens::list,
         super::admin_tokens::revoke,
+        super::providers::list,
+        super::providers::get,
+        super::providers::put,
+        super::providers::delete,
         super::cluster::add_member,
         super::cluster::remove_member,
     )

@@ -117,7 +117,7 @@ fn entry_from(request: RevokeRequest, now: i64) -> Result<TokenRevocation, ApiEr
 
 /// The answer to a revocation: the entry, and which members confirmed applying it.
 #[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct RevokedView {
+pub(crate) struct TokensRevokedView {
     #[serde(flatten)]
     entry: RevocationView,
     applied_on: Vec<u64>,
@@ -131,7 +131,7 @@ pub(crate) struct RevokedView {
     path = "/v1/revocations",
     request_body = RevokeRequest,
     responses(
-        (status = 200, description = "Revoked; which members applied it", body = RevokedView),
+        (status = 200, description = "Revoked; which members applied it", body = TokensRevokedView),
         (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
     )
 )]
@@ -154,7 +154,7 @@ pub async fn revoke(
         .confirm_applied(written.log_index, ctx.revoke_wait)
         .await?;
     tracing::info!(applied_on = ?report.applied_on, pending = ?report.pending, "tokens revoked");
-    Ok(HttpResponse::Ok().json(RevokedView {
+    Ok(HttpResponse::Ok().json(TokensRevokedView {
         entry,
         applied_on: report.applied_on,
         pending: report.pending,

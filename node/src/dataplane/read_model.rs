@@ -240,6 +240,8 @@ impl ReadModel {
             | Command::RecordUsage(_)
             | Command::GrantSlices(_)
             | Command::CreateAdminToken(_)
+            | Command::PutProvider(_)
+            | Command::DeleteProvider { .. }
             | Command::RevokeAdminToken { .. }
             | Command::RecordAudit(_) => {}
         }
