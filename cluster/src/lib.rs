@@ -7,6 +7,7 @@
 //! - [`route`]: routes and their upstream targets, with their validation.
 //! - [`jwt`]: how a route verifies JSON Web Tokens.
 //! - [`admin_token`]: managed admin credentials and their roles.
+//! - [`ai`]: AI routes: public model names and the provider models serving them.
 //! - [`activity`]: per-key usage totals and the audit log.
 //! - [`settings`]: cluster-wide settings (what a stale replica does).
 //! - [`limits`]: exact cluster-wide limits through granted slices of capacity.
@@ -26,6 +27,7 @@
 
 pub mod activity;
 pub mod admin_token;
+pub mod ai;
 pub mod command;
 pub mod jwt;
 pub mod limits;

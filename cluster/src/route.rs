@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ai::{validate_ai, AiSettings};
 use crate::jwt::{validate_jwt, JwtSettings};
 use crate::sealed::{UpstreamAuth, MAX_SEALED_BYTES};
 use crate::validate::{self, FieldError};
@@ -86,6 +87,8 @@ pub struct Route {
     pub jwt: Option<JwtSettings>,
     /// A credential set on every upstream request, sealed with the master key.
     pub upstream_auth: Option<UpstreamAuth>,
+    /// Makes the route an AI route: OpenAI-API endpoints served by providers.
+    pub ai: Option<AiSettings>,
     /// Whether the matched prefix is removed before forwarding.
     pub strip_prefix: bool,
     pub upstreams: Vec<UpstreamTarget>,
@@ -127,6 +130,7 @@ impl Route {
             auth,
             jwt: None,
             upstream_auth: None,
+            ai: None,
             strip_prefix: false,
             upstreams,
             timeout_ms: DEFAULT_TIMEOUT_MS,
@@ -164,7 +168,15 @@ pub fn validate_route(route: &Route) -> Vec<FieldError> {
         ))),
         (None, _) => {}
     }
-    if route.upstreams.is_empty() || route.upstreams.len() > MAX_UPSTREAMS {
+    if let Some(ai) = &route.ai {
+        validate_ai(ai).into_iter().for_each(|p| check(Err(p)));
+        if !route.upstreams.is_empty() || route.upstream_auth.is_some() {
+            check(Err(FieldError::new(
+                "upstreams",
+                "an AI route is served by its providers: no upstreams or upstream_auth",
+            )));
+        }
+    } else if route.upstreams.is_empty() || route.upstreams.len() > MAX_UPSTREAMS {
         check(Err(FieldError::new(
             "upstreams",
             format!("must list 1 to {MAX_UPSTREAMS} targets"),

@@ -105,6 +105,10 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         read_model: read_model.clone(),
         contact: cluster.leader_contact().clone(),
         max_staleness: config.max_staleness,
+        ai_client: reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("cannot build the provider client")?,
     });
     let proxy = HttpServer::new(move || {
         App::new()

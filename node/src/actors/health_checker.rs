@@ -207,6 +207,7 @@ mod tests {
                 &HealthRegistry::default(),
                 &crate::dataplane::jwt::jwks::JwksRegistry::default(),
                 None,
+                &std::collections::BTreeMap::new(),
             )),
             ..View::default()
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
+use cluster::ai::{AiCandidate, AiSettings};
 use cluster::jwt::{JwtSettings, DEFAULT_LEEWAY_SECS};
 use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
 use cluster::sealed::UpstreamAuth;
@@ -126,6 +127,9 @@ pub struct PutRouteRequest {
     host: Option<String>,
     auth: AuthBody,
     strip_prefix: Option<bool>,
+    /// `proxy` (default) or `ai`.
+    kind: Option<RouteKindBody>,
+    #[serde(default)]
     upstreams: Vec<UpstreamBody>,
     timeout_ms: Option<u64>,
     retries: Option<u32>,
@@ -133,6 +137,48 @@ pub struct PutRouteRequest {
     health_check: Option<HealthCheckBody>,
     jwt: Option<JwtBody>,
     upstream_auth: Option<UpstreamAuthBody>,
+    ai: Option<AiBody>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RouteKindBody {
+    Proxy,
+    Ai,
+}
+
+/// How candidates of one model are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StrategyBody {
+    Priority,
+    Weighted,
+    LowestLatency,
+    Cheapest,
+}
+
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AiCandidateBody {
+    provider: String,
+    model: String,
+    #[serde(default)]
+    priority: u32,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AiBody {
+    /// Public model name → the provider models serving it.
+    models: BTreeMap<String, Vec<AiCandidateBody>>,
+    strategy: Option<StrategyBody>,
+    max_tokens_cap: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -159,6 +205,8 @@ pub struct RouteView {
     jwt: Option<JwtView>,
     /// The header only: the secret is write-only.
     upstream_auth: Option<serde_json::Value>,
+    kind: &'static str,
+    ai: Option<serde_json::Value>,
     created_at: String,
     updated_at: String,
 }
@@ -247,6 +295,26 @@ impl RouteView {
                 interval_ms: h.interval_ms,
             }),
             jwt: route.jwt.as_ref().map(JwtView::new),
+            kind: if route.ai.is_some() { "ai" } else { "proxy" },
+            ai: route.ai.as_ref().map(|ai| {
+                let models: BTreeMap<&str, Vec<AiCandidateBody>> = ai
+                    .models
+                    .iter()
+                    .map(|(name, candidates)| {
+                        let shown = candidates
+                            .iter()
+                            .map(|c| AiCandidateBody {
+                                provider: c.provider.clone(),
+                                model: c.model.clone(),
+                                priority: c.priority,
+                                weight: c.weight,
+                            })
+                            .collect();
+                        (name.as_str(), shown)
+                    })
+                    .collect();
+                serde_json::json!({ "models": models, "max_tokens_cap": ai.max_tokens_cap })
+            }),
             upstream_auth: route
                 .upstream_auth
                 .as_ref()
@@ -314,6 +382,7 @@ fn route_from(
         },
         jwt: request.jwt.map(JwtSettings::from),
         upstream_auth,
+        ai: None,
         strip_prefix: request.strip_prefix.unwrap_or(false),
         upstreams: request
             .upstreams
@@ -334,6 +403,43 @@ fn route_from(
         created_at_ms: 0,
         updated_at_ms: 0,
     };
+    match (request.kind.unwrap_or(RouteKindBody::Proxy), request.ai) {
+        (RouteKindBody::Ai, Some(ai)) => {
+            if matches!(
+                ai.strategy,
+                Some(StrategyBody::LowestLatency | StrategyBody::Cheapest)
+            ) {
+                problems.push(FieldError::new(
+                    "ai.strategy",
+                    "lowest_latency and cheapest are not supported yet; use priority or weighted",
+                ));
+            }
+            route.ai = Some(AiSettings {
+                models: ai
+                    .models
+                    .into_iter()
+                    .map(|(name, candidates)| {
+                        let candidates = candidates
+                            .into_iter()
+                            .map(|c| AiCandidate {
+                                provider: c.provider,
+                                model: c.model,
+                                priority: c.priority,
+                                weight: c.weight,
+                            })
+                            .collect();
+                        (name, candidates)
+                    })
+                    .collect(),
+                max_tokens_cap: ai.max_tokens_cap,
+            });
+        }
+        (RouteKindBody::Ai, None) => problems.push(FieldError::new("ai", "kind ai needs ai settings")),
+        (RouteKindBody::Proxy, Some(_)) => {
+            problems.push(FieldError::new("ai", "only kind ai takes ai settings"))
+        }
+        (RouteKindBody::Proxy, None) => {}
+    }
     problems.extend(validate_route(&route));
     // Keys are parsed here too (apply checks only their shape), so a route never stores a
     // key the data plane cannot use; HMAC secrets are sealed before they leave this node.

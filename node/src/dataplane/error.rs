@@ -59,6 +59,10 @@ pub enum ProxyError {
     JwksUnavailable,
     #[error("the route's upstream credential cannot be opened on this node")]
     UpstreamCredentialUnavailable,
+    #[error("the route serves no such model")]
+    UnknownModel,
+    #[error("every provider of the model failed or refused")]
+    ProvidersUnavailable,
 }
 
 impl ProxyError {
@@ -91,6 +95,8 @@ impl ProxyError {
             ProxyError::TokenRevoked => "token_revoked",
             ProxyError::JwksUnavailable => "jwks_unavailable",
             ProxyError::UpstreamCredentialUnavailable => "upstream_credential_unavailable",
+            ProxyError::UnknownModel => "model_not_found",
+            ProxyError::ProvidersUnavailable => "providers_unavailable",
         }
     }
 }
@@ -113,13 +119,13 @@ impl ResponseError for ProxyError {
             | ProxyError::MissingClaim
             | ProxyError::TokenRevoked => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute | ProxyError::UnknownModel => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::StaleReplica
             | ProxyError::NoHealthyUpstream
             | ProxyError::JwksUnavailable
             | ProxyError::UpstreamCredentialUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
+            ProxyError::BadGateway | ProxyError::ProvidersUnavailable => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequestBody | ProxyError::BadRequest | ProxyError::InvalidPath => {
                 StatusCode::BAD_REQUEST

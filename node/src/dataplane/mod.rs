@@ -4,6 +4,7 @@
 //! - [`read_model`]: the lock-free view of keys, routes and settings, swapped on apply;
 //! - [`path`]: the one spelling of a path that is matched and forwarded;
 //! - [`route_table`]: host, longest prefix, method;
+//! - [`ai`]: AI routes: the OpenAI API served by vaulted providers, with fallback;
 //! - [`auth`]: the API key and its life cycle;
 //! - [`jwt`]: JSON Web Tokens on `auth: jwt` routes, with per-node JWKS caches;
 //! - [`upstream`]: target health and the choice of a target;
@@ -13,6 +14,7 @@
 //! - [`usage`]: per-key request counts between usage reports;
 //! - [`error`]: the JSON errors and their stable codes.
 
+pub mod ai;
 pub mod auth;
 pub mod error;
 pub mod forward;
@@ -45,6 +47,8 @@ pub struct ProxyContext {
     pub read_model: Arc<ReadModel>,
     pub contact: Arc<LeaderContact>,
     pub max_staleness: Duration,
+    /// Calls model providers (HTTPS, pooled) for AI routes.
+    pub ai_client: reqwest::Client,
 }
 
 /// Registers the proxy: every path goes through [`handle`].
@@ -120,6 +124,16 @@ async fn handle(
             (None, Some((token, verifier))) => Some(forward::Caller::Token { token, verifier }),
             (None, None) => None,
         };
+        if let Some(ai) = &route.ai {
+            let rest = if route.path_prefix == "/" {
+                path.as_ref()
+            } else {
+                path.strip_prefix(route.path_prefix.as_str()).unwrap_or_default()
+            };
+            return ai::serve(&ctx.ai_client, &req, rest, payload, ai, route.timeout)
+                .await
+                .map_err(Refused::Proxy);
+        }
         forward::forward(&client, &req, &path, payload, route, caller, &request_id)
             .await
             .map_err(Refused::Proxy)

@@ -110,6 +110,7 @@ impl ReadModel {
             &self.health,
             &self.jwks,
             self.master_key.as_deref(),
+            state.providers(),
         ))
     }
 
@@ -230,7 +231,11 @@ impl ReadModel {
                 self.rebuild_keys(view, writer, state)
             }
             Command::RevokeTokens(_) => view.revoked_tokens = Arc::new(RevokedTokenIndex::build(state)),
-            Command::PutRoute { .. } | Command::DeleteRoute { .. } => {
+            // A provider change (a rotated key, say) reaches the AI routes that use it.
+            Command::PutRoute { .. }
+            | Command::DeleteRoute { .. }
+            | Command::PutProvider(_)
+            | Command::DeleteProvider { .. } => {
                 view.routes = self.compile_routes(state);
             }
             Command::SetSettings { .. } => view.stale_policy = state.settings().stale_policy,
@@ -240,8 +245,6 @@ impl ReadModel {
             | Command::RecordUsage(_)
             | Command::GrantSlices(_)
             | Command::CreateAdminToken(_)
-            | Command::PutProvider(_)
-            | Command::DeleteProvider { .. }
             | Command::RevokeAdminToken { .. }
             | Command::RecordAudit(_) => {}
         }

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use actix_web::http::Method;
 use cluster::{Route, RouteAuth};
 
+use super::ai::AiRoute;
 use super::jwt::jwks::JwksRegistry;
 use super::jwt::JwtVerifier;
 use super::upstream::{HealthRegistry, Target};
 use crate::master_key::MasterKey;
+use cluster::provider::Provider;
 use cluster::sealed::UpstreamAuth;
 
 /// A route ready for the data plane.
@@ -35,6 +37,8 @@ pub struct CompiledRoute {
     /// The route's upstream credential, opened; `Err` when it would not open (another
     /// master key): the route then refuses to forward rather than go without it.
     pub upstream_auth: Option<Result<(http1::HeaderName, http1::HeaderValue), ()>>,
+    /// The models and providers of an AI route.
+    pub ai: Option<std::sync::Arc<AiRoute>>,
     /// Request counts and latency, registered with the metrics recorder once.
     pub metrics: crate::telemetry::RouteMetrics,
 }
@@ -103,6 +107,7 @@ impl CompiledRoute {
             health_check: route.health_check.clone(),
             jwt,
             upstream_auth,
+            ai: None,
             metrics: crate::telemetry::RouteMetrics::new(&route.id),
         }
     }
@@ -193,19 +198,22 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles the replicated routes.
+    /// Compiles the replicated routes; AI routes take their candidates from `providers`.
     pub fn compile(
         routes: &BTreeMap<String, Route>,
         registry: &HealthRegistry,
         jwks: &JwksRegistry,
         master_key: Option<&MasterKey>,
+        providers: &BTreeMap<String, Provider>,
     ) -> Self {
         let mut table = RouteTable::default();
         for route in routes.values() {
             let index = table.routes.len();
-            table
-                .routes
-                .push(CompiledRoute::compile(route, registry, jwks, master_key));
+            let mut compiled = CompiledRoute::compile(route, registry, jwks, master_key);
+            compiled.ai = route.ai.as_ref().map(|settings| {
+                std::sync::Arc::new(AiRoute::compile(&route.id, settings, providers, master_key))
+            });
+            table.routes.push(compiled);
             let prefixes = match &route.host {
                 Some(host) => table.by_host.entry(host.clone()).or_default(),
                 None => &mut table.any_host,
@@ -280,7 +288,13 @@ mod tests {
 
     fn table(routes: Vec<Route>) -> RouteTable {
         let map = routes.into_iter().map(|r| (r.id.clone(), r)).collect();
-        RouteTable::compile(&map, &HealthRegistry::default(), &JwksRegistry::default(), None)
+        RouteTable::compile(
+            &map,
+            &HealthRegistry::default(),
+            &JwksRegistry::default(),
+            None,
+            &BTreeMap::new(),
+        )
     }
 
     fn find<'a>(

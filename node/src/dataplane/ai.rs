@@ -1,0 +1,233 @@
+//! AI routes on the data plane: the OpenAI API (`POST …/v1/chat/completions`, JSON or
+//! server-sent events, and `GET …/v1/models`) served by the route's providers. The client
+//! holds only its credentialflow key; the provider key, opened from the vault when the
+//! route table is compiled, is added here and never reaches the client.
+//!
+//! A request goes to the public model's candidates in order of priority (weighted at random
+//! inside a priority). A connect error, a timeout, a 429 or a 5xx from a candidate sends it
+//! to the next one; nothing has reached the client by then, so a fallback is invisible but
+//! for the `X-Credentialflow-Provider` and `-Model` headers of the answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use cluster::ai::{AiCandidate, AiSettings};
+use cluster::provider::{Provider, ProviderKind};
+use futures::StreamExt;
+use rand::Rng;
+
+use super::error::ProxyError;
+use crate::master_key::MasterKey;
+
+/// Largest request body of a completion.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-credentialflow-provider");
+pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-credentialflow-model");
+
+/// One provider model ready to be called.
+#[derive(Debug)]
+pub struct Candidate {
+    provider: String,
+    model: String,
+    priority: u32,
+    weight: u32,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+/// An AI route's public models and their candidates.
+#[derive(Debug, Default)]
+pub struct AiRoute {
+    models: HashMap<String, Vec<Candidate>>,
+    public_names: Vec<String>,
+    max_tokens_cap: Option<u64>,
+}
+
+impl AiRoute {
+    /// Resolves each candidate's provider and opens its key. A candidate whose provider is
+    /// missing, speaks an API this gateway does not translate yet, or whose key does not
+    /// open is left out (and logged, without the key).
+    pub fn compile(
+        route_id: &str,
+        settings: &AiSettings,
+        providers: &BTreeMap<String, Provider>,
+        master_key: Option<&MasterKey>,
+    ) -> Self {
+        let mut models = HashMap::new();
+        for (name, candidates) in &settings.models {
+            let compiled: Vec<Candidate> = candidates
+                .iter()
+                .filter_map(|candidate| match compile_candidate(candidate, providers, master_key) {
+                    Ok(compiled) => Some(compiled),
+                    Err(reason) => {
+                        tracing::error!(route = route_id, model = %name, provider = %candidate.provider, reason, "AI candidate left out");
+                        None
+                    }
+                })
+                .collect();
+            models.insert(name.clone(), compiled);
+        }
+        Self {
+            public_names: settings.models.iter().map(|(name, _)| name.clone()).collect(),
+            models,
+            max_tokens_cap: settings.max_tokens_cap,
+        }
+    }
+}
+
+fn compile_candidate(
+    candidate: &AiCandidate,
+    providers: &BTreeMap<String, Provider>,
+    master_key: Option<&MasterKey>,
+) -> Result<Candidate, &'static str> {
+    let provider = providers.get(&candidate.provider).ok_or("no such provider")?;
+    if provider.kind == ProviderKind::Anthropic {
+        return Err("Anthropic translation is not supported yet");
+    }
+    let key = master_key
+        .ok_or("no master key")?
+        .open(&provider.api_key, &Provider::key_place(&provider.id))
+        .map_err(|_| "the provider key does not open with this node's master key")?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &provider.headers {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    let mut bearer = b"Bearer ".to_vec();
+    bearer.extend_from_slice(&key);
+    let mut authorization = reqwest::header::HeaderValue::from_bytes(&bearer)
+        .map_err(|_| "the provider key is not a header value")?;
+    authorization.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, authorization);
+    Ok(Candidate {
+        provider: provider.id.clone(),
+        model: candidate.model.clone(),
+        priority: candidate.priority,
+        weight: candidate.weight,
+        url: format!("{}/v1/chat/completions", provider.base_url),
+        headers,
+    })
+}
+
+/// The order to try candidates in: by priority, weighted at random inside a priority.
+fn attempt_order(candidates: &[Candidate]) -> Vec<&Candidate> {
+    let mut rng = rand::thread_rng();
+    let mut keyed: Vec<(u32, f64, &Candidate)> = candidates
+        .iter()
+        .map(|c| {
+            // Efraimidis–Spirakis: a weighted random permutation.
+            let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+            (c.priority, -u.powf(1.0 / f64::from(c.weight.max(1))), c)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    keyed.into_iter().map(|(_, _, c)| c).collect()
+}
+
+/// Serves one request on an AI route; `rest` is the path after the route's prefix.
+pub async fn serve(
+    client: &reqwest::Client,
+    req: &HttpRequest,
+    rest: &str,
+    payload: web::Payload,
+    route: &AiRoute,
+    timeout: Duration,
+) -> Result<HttpResponse, ProxyError> {
+    match (req.method(), rest) {
+        (&Method::GET, "/v1/models") => Ok(models(route)),
+        (&Method::POST, "/v1/chat/completions") => completion(client, payload, route, timeout).await,
+        (_, "/v1/models" | "/v1/chat/completions") => Err(ProxyError::MethodNotAllowed),
+        _ => Err(ProxyError::NoRoute),
+    }
+}
+
+fn models(route: &AiRoute) -> HttpResponse {
+    let data: Vec<serde_json::Value> = route
+        .public_names
+        .iter()
+        .map(|name| serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "credentialflow" }))
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "object": "list", "data": data }))
+}
+
+async fn completion(
+    client: &reqwest::Client,
+    mut payload: web::Payload,
+    route: &AiRoute,
+    timeout: Duration,
+) -> Result<HttpResponse, ProxyError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ProxyError::BadRequestBody)?;
+        if body.len() + chunk.len() > MAX_REQUEST_BYTES {
+            return Err(ProxyError::BadRequestBody);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut request: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&body).map_err(|_| ProxyError::BadRequestBody)?;
+    let public = request
+        .get("model")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(ProxyError::BadRequestBody)?
+        .to_owned();
+    let candidates = route.models.get(&public).ok_or(ProxyError::UnknownModel)?;
+    if let Some(cap) = route.max_tokens_cap {
+        for field in ["max_tokens", "max_completion_tokens"] {
+            let asked = request.get(field).and_then(serde_json::Value::as_u64);
+            if asked.is_none_or(|asked| asked > cap) && (field == "max_tokens" || asked.is_some()) {
+                request.insert(field.to_owned(), cap.into());
+            }
+        }
+    }
+    for candidate in attempt_order(candidates) {
+        request.insert("model".to_owned(), candidate.model.clone().into());
+        let sent = client
+            .post(&candidate.url)
+            .headers(candidate.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&request).map_err(|_| ProxyError::BadRequestBody)?)
+            .timeout(timeout)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) if response.status().as_u16() == 429 || response.status().is_server_error() => {
+                tracing::debug!(provider = %candidate.provider, status = response.status().as_u16(), "provider refused; trying the next");
+                continue;
+            }
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(provider = %candidate.provider, %error, "provider unreachable; trying the next");
+                continue;
+            }
+        };
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut answer = HttpResponse::build(status);
+        if let Some(content_type) = response.headers().get(reqwest::header::CONTENT_TYPE) {
+            if let Ok(value) = HeaderValue::from_bytes(content_type.as_bytes()) {
+                answer.insert_header((CONTENT_TYPE, value));
+            }
+        }
+        if let (Ok(provider), Ok(model)) = (
+            HeaderValue::from_str(&candidate.provider),
+            HeaderValue::from_str(&candidate.model),
+        ) {
+            answer
+                .insert_header((PROVIDER_HEADER, provider))
+                .insert_header((MODEL_HEADER, model));
+        }
+        let stream = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string())));
+        return Ok(answer.streaming(stream));
+    }
+    Err(ProxyError::ProvidersUnavailable)
+}
