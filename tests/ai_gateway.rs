@@ -97,6 +97,11 @@ fn complete(name: &str, failing: bool, record: &Received, req: &HttpRequest, bod
                 "choices": [{ "index": 0, "delta": { "content": word }, "finish_reason": null }], "n": index });
             events.push_str(&format!("data: {chunk}\n\n"));
         }
+        if body["stream_options"]["include_usage"] == true {
+            let usage = json!({ "id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [],
+                "usage": { "prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9 } });
+            events.push_str(&format!("data: {usage}\n\n"));
+        }
         events.push_str("data: [DONE]\n\n");
         return HttpResponse::Ok().content_type("text/event-stream").body(events);
     }
@@ -113,13 +118,17 @@ fn the_openai_api_is_served_by_vaulted_providers_with_fallback() {
     let backup = FakeProvider::start("backup", false);
     let keys = tempfile::tempdir().expect("tempdir");
     let master = master_key_file(keys.path(), 0x61);
-    let cluster = Cluster::start(3, &["--master-key-file", &master]);
+    let cluster = Cluster::start(
+        3,
+        &["--master-key-file", &master, "--usage-flush-interval", "200ms"],
+    );
     let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(30)));
     for (id, provider, key) in [
         ("primary", &primary, "sk-primary-key-0001"),
         ("backup", &backup, "sk-backup-key-0002"),
     ] {
-        let body = json!({ "kind": "openai_compatible", "base_url": provider.url(), "api_key": key });
+        let body = json!({ "kind": "openai_compatible", "base_url": provider.url(), "api_key": key,
+            "prices": { "gpt-y": { "input_per_mtok": 2.5, "output_per_mtok": 10.0 } } });
         assert_eq!(
             leader
                 .put(&format!("/v1/providers/{id}"), &body)
@@ -138,7 +147,7 @@ fn the_openai_api_is_served_by_vaulted_providers_with_fallback() {
     let answer = leader.put("/v1/routes/ai", &route).expect("admin");
     assert_eq!(answer.status, 201, "{}", answer.text);
     assert_eq!(answer.body["kind"], "ai");
-    let (_, client_key) = create_key_with(leader, json!({}));
+    let (client_id, client_key) = create_key_with(leader, json!({}));
     let chat = |node: &support::Node, body: &Value| {
         http()
             .post(node.proxy_url("/ai/v1/chat/completions"))
@@ -206,6 +215,27 @@ fn the_openai_api_is_served_by_vaulted_providers_with_fallback() {
         .collect();
     assert_eq!(words, "Hello from the provider");
     assert!(text.trim_end().ends_with("data: [DONE]"));
+
+    // Tokens and cost per key, summed over the three nodes: three completions and one
+    // stream (its final usage event), each 5 + 4 tokens at $2.50 and $10 per million.
+    let usage = wait_for(Duration::from_secs(15), "usage folded in from every node", || {
+        let answer = leader.get(&format!("/v1/keys/{client_id}/usage"))?;
+        (answer.body["models"]["backup/gpt-y"]["requests"] == 4).then_some(answer.body)
+    });
+    let model = &usage["models"]["backup/gpt-y"];
+    assert_eq!(
+        (
+            model["prompt_tokens"].as_u64(),
+            model["completion_tokens"].as_u64()
+        ),
+        (Some(20), Some(16))
+    );
+    assert_eq!(model["cost_usd"].as_f64(), Some(0.000212), "{usage}");
+    assert_eq!(usage["prompt_tokens"], 20);
+    assert!(
+        usage["models"].get("primary/gpt-x").is_none(),
+        "failed attempts cost nothing"
+    );
 
     // Models, unknown models, and no credential.
     let models: Value = http()

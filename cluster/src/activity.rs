@@ -1,6 +1,8 @@
 //! Records of what happened: per-key usage folded in from every node, and the audit log of
 //! admin writes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
@@ -22,6 +24,28 @@ pub struct KeyUsage {
     pub last_used_ms: Option<i64>,
     /// When usage was last folded in (Unix milliseconds).
     pub updated_at_ms: i64,
+    /// Model traffic through AI routes, by `provider/model`.
+    pub models: BTreeMap<String, ModelUsage>,
+}
+
+/// Tokens and cost of one model's completions, as the providers reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelUsage {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// From the provider's price table, in millionths of a US dollar.
+    pub cost_micro_usd: u64,
+}
+
+impl ModelUsage {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ModelUsage) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.cost_micro_usd = self.cost_micro_usd.saturating_add(other.cost_micro_usd);
+    }
 }
 
 /// One key's requests on one node since that node's previous report.
@@ -30,6 +54,8 @@ pub struct KeyUsageDelta {
     pub key_id: String,
     pub by_class: [u64; STATUS_CLASSES],
     pub last_used_ms: i64,
+    /// Model traffic since the previous report, by `provider/model`.
+    pub models: Vec<(String, ModelUsage)>,
 }
 
 /// A node's periodic usage report, folded into the replicated totals.

@@ -7,8 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The current format version marker. 2: keys carry a list of limits, and the state holds
-/// tenants and limit ledgers (data written by version 1 is refused, not misread).
-pub const FORMAT_VERSION: u8 = 2;
+/// tenants and limit ledgers; 3: usage counts model tokens and cost (data written by an
+/// older version is refused, not misread).
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]

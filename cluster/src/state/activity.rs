@@ -8,6 +8,11 @@ use crate::activity::{
 };
 use crate::command::{Audited, Command, Rejection, Response};
 
+/// Most models one usage delta carries; more are dropped.
+const MAX_MODELS_PER_DELTA: usize = 256;
+/// Most models tracked per key.
+const MAX_MODELS_PER_KEY: usize = 1_024;
+
 impl State {
     /// Returns a key's request totals, if it made any.
     pub fn usage(&self, key_id: &str) -> Option<&KeyUsage> {
@@ -38,6 +43,11 @@ impl State {
                 *total = total.saturating_add(add);
             }
             usage.last_used_ms = usage.last_used_ms.max(Some(delta.last_used_ms));
+            for (model, add) in delta.models.iter().take(MAX_MODELS_PER_DELTA) {
+                if usage.models.len() < MAX_MODELS_PER_KEY || usage.models.contains_key(model) {
+                    usage.models.entry(model.clone()).or_default().add(add);
+                }
+            }
             usage.updated_at_ms = report.now_ms;
         }
         Ok(Response::UsageRecorded { keys: known })

@@ -486,6 +486,7 @@ fn usage(node: NodeId, now: i64, keys: &[(&str, [u64; 5], i64)]) -> Command {
                 key_id: (*id).to_owned(),
                 by_class: *by_class,
                 last_used_ms: T0 + last,
+                models: Vec::new(),
             })
             .collect(),
     }))

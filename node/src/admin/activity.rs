@@ -45,10 +45,30 @@ pub async fn usage(
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("key {id} does not exist")))?;
     let [c1, c2, c3, c4, c5] = usage.by_class;
+    let usd = |micro: u64| micro as f64 / 1_000_000.0;
+    let mut all = cluster::activity::ModelUsage::default();
+    let models: serde_json::Map<String, serde_json::Value> = usage
+        .models
+        .iter()
+        .map(|(name, model)| {
+            all.add(model);
+            let view = serde_json::json!({
+                "requests": model.requests,
+                "prompt_tokens": model.prompt_tokens,
+                "completion_tokens": model.completion_tokens,
+                "cost_usd": usd(model.cost_micro_usd),
+            });
+            (name.clone(), view)
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "key_id": id,
         "requests": { "1xx": c1, "2xx": c2, "3xx": c3, "4xx": c4, "5xx": c5 },
         "total": usage.by_class.iter().sum::<u64>(),
+        "prompt_tokens": all.prompt_tokens,
+        "completion_tokens": all.completion_tokens,
+        "cost_usd": usd(all.cost_micro_usd),
+        "models": models,
         "last_used_at": usage.last_used_ms.map(rfc3339),
         "updated_at": (usage.updated_at_ms > 0).then(|| rfc3339(usage.updated_at_ms)),
     })))

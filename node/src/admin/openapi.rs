@@ -80,8 +80,21 @@ pub(crate) struct Usage {
     key_id: String,
     requests: RequestsByClass,
     total: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_usd: f64,
+    /// AI route traffic by `provider/model`.
+    models: std::collections::BTreeMap<String, ModelUsageView>,
     last_used_at: Option<String>,
     updated_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub(crate) struct ModelUsageView {
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_usd: f64,
 }
 
 #[derive(ToSchema)]

@@ -15,11 +15,15 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use cluster::ai::{AiCandidate, AiSettings};
-use cluster::provider::{Provider, ProviderKind};
+use std::sync::Arc;
+
+use cluster::activity::ModelUsage;
+use cluster::provider::{Price, Provider, ProviderKind};
 use futures::StreamExt;
 use rand::Rng;
 
 use super::error::ProxyError;
+use super::usage::UsageCell;
 use crate::master_key::MasterKey;
 
 /// Largest request body of a completion.
@@ -33,6 +37,9 @@ pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-credentialflow-m
 pub struct Candidate {
     provider: String,
     model: String,
+    /// `provider/model`, the name usage is counted under.
+    usage_name: String,
+    price: Option<Price>,
     priority: u32,
     weight: u32,
     url: String,
@@ -110,6 +117,8 @@ fn compile_candidate(
     Ok(Candidate {
         provider: provider.id.clone(),
         model: candidate.model.clone(),
+        usage_name: format!("{}/{}", provider.id, candidate.model),
+        price: provider.prices.get(&candidate.model).copied(),
         priority: candidate.priority,
         weight: candidate.weight,
         url: format!("{}/v1/chat/completions", provider.base_url),
@@ -140,10 +149,11 @@ pub async fn serve(
     payload: web::Payload,
     route: &AiRoute,
     timeout: Duration,
+    usage: Option<Arc<UsageCell>>,
 ) -> Result<HttpResponse, ProxyError> {
     match (req.method(), rest) {
         (&Method::GET, "/v1/models") => Ok(models(route)),
-        (&Method::POST, "/v1/chat/completions") => completion(client, payload, route, timeout).await,
+        (&Method::POST, "/v1/chat/completions") => completion(client, payload, route, timeout, usage).await,
         (_, "/v1/models" | "/v1/chat/completions") => Err(ProxyError::MethodNotAllowed),
         _ => Err(ProxyError::NoRoute),
     }
@@ -163,6 +173,7 @@ async fn completion(
     mut payload: web::Payload,
     route: &AiRoute,
     timeout: Duration,
+    usage: Option<Arc<UsageCell>>,
 ) -> Result<HttpResponse, ProxyError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -187,6 +198,15 @@ async fn completion(
                 request.insert(field.to_owned(), cap.into());
             }
         }
+    }
+    // Ask streaming providers for the final usage event, so tokens are counted exactly.
+    if request.get("stream") == Some(&serde_json::Value::Bool(true))
+        && !request.contains_key("stream_options")
+    {
+        request.insert(
+            "stream_options".to_owned(),
+            serde_json::json!({ "include_usage": true }),
+        );
     }
     for candidate in attempt_order(candidates) {
         request.insert("model".to_owned(), candidate.model.clone().into());
@@ -224,10 +244,155 @@ async fn completion(
                 .insert_header((PROVIDER_HEADER, provider))
                 .insert_header((MODEL_HEADER, model));
         }
-        let stream = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string())));
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let meter = UsageMeter {
+            cell: usage.clone(),
+            name: candidate.usage_name.clone(),
+            price: candidate.price,
+        };
+        if !streamed {
+            let body = response.bytes().await.map_err(|_| ProxyError::BadGateway)?;
+            if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&body) {
+                meter.record(&parsed["usage"]);
+            }
+            return Ok(answer.body(body));
+        }
+        let mut scanner = SseUsageScanner::new(meter);
+        let stream = response.bytes_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                scanner.feed(bytes);
+            }
+            chunk.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()))
+        });
         return Ok(answer.streaming(stream));
     }
     Err(ProxyError::ProvidersUnavailable)
+}
+
+/// Where a completion's usage is counted, and at what price.
+struct UsageMeter {
+    cell: Option<Arc<UsageCell>>,
+    name: String,
+    price: Option<Price>,
+}
+
+impl UsageMeter {
+    /// Counts an OpenAI `usage` object (`prompt_tokens`, `completion_tokens`), if it is one.
+    fn record(&self, usage: &serde_json::Value) -> bool {
+        let (Some(prompt), Some(completion)) = (
+            usage["prompt_tokens"].as_u64(),
+            usage["completion_tokens"].as_u64(),
+        ) else {
+            return false;
+        };
+        if let Some(cell) = &self.cell {
+            cell.record_model(
+                &self.name,
+                &ModelUsage {
+                    requests: 1,
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    cost_micro_usd: cost_micro_usd(self.price, prompt, completion),
+                },
+            );
+        }
+        true
+    }
+}
+
+/// The cost of a completion in millionths of a dollar, rounded to the nearest.
+fn cost_micro_usd(price: Option<Price>, prompt: u64, completion: u64) -> u64 {
+    let Some(price) = price else {
+        return 0;
+    };
+    let total = u128::from(prompt) * u128::from(price.input_micro_usd_per_mtok)
+        + u128::from(completion) * u128::from(price.output_micro_usd_per_mtok);
+    u64::try_from((total + 500_000) / 1_000_000).unwrap_or(u64::MAX)
+}
+
+/// Finds the usage event in a server-sent event stream as it passes, whatever the chunk
+/// boundaries (a line may arrive in pieces).
+struct SseUsageScanner {
+    meter: UsageMeter,
+    partial: Vec<u8>,
+    counted: bool,
+}
+
+impl SseUsageScanner {
+    fn new(meter: UsageMeter) -> Self {
+        Self {
+            meter,
+            partial: Vec::new(),
+            counted: false,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.counted {
+            return;
+        }
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let Some(data) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            if let Ok(event) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) {
+                if self.meter.record(&event["usage"]) {
+                    self.counted = true;
+                    self.partial.clear();
+                    return;
+                }
+            }
+        }
+        // A line longer than any usage event is not one; do not hold it.
+        if self.partial.len() > 1 << 20 {
+            self.partial.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_follows_the_price_table() {
+        let price = Price {
+            input_micro_usd_per_mtok: 2_500_000,
+            output_micro_usd_per_mtok: 10_000_000,
+        };
+        // 1,000 prompt tokens at $2.50/M and 500 completion tokens at $10/M: $0.0075.
+        assert_eq!(cost_micro_usd(Some(price), 1_000, 500), 7_500);
+        assert_eq!(cost_micro_usd(None, 1_000, 500), 0);
+    }
+
+    #[test]
+    fn the_usage_event_is_found_across_chunk_boundaries() {
+        let cell = Arc::new(UsageCell::default());
+        let meter = UsageMeter {
+            cell: Some(cell.clone()),
+            name: "p/m".into(),
+            price: None,
+        };
+        let mut scanner = SseUsageScanner::new(meter);
+        let events = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n\
+                      data: [DONE]\n\n";
+        for piece in events.as_bytes().chunks(5) {
+            scanner.feed(piece);
+        }
+        let delta = cell.drain("key").expect("counted");
+        assert_eq!(delta.models.len(), 1);
+        let (name, usage) = &delta.models[0];
+        assert_eq!(name, "p/m");
+        assert_eq!(
+            (usage.requests, usage.prompt_tokens, usage.completion_tokens),
+            (1, 7, 3)
+        );
+    }
 }

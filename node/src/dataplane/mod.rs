@@ -130,7 +130,8 @@ async fn handle(
             } else {
                 path.strip_prefix(route.path_prefix.as_str()).unwrap_or_default()
             };
-            return ai::serve(&ctx.ai_client, &req, rest, payload, ai, route.timeout)
+            let usage = key.as_ref().map(|k| k.usage.clone());
+            return ai::serve(&ctx.ai_client, &req, rest, payload, ai, route.timeout, usage)
                 .await
                 .map_err(Refused::Proxy);
         }

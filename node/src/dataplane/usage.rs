@@ -1,15 +1,19 @@
 //! Per-key request counting on this node. The hot path adds to atomics; the usage flusher
 //! drains them into a replicated report now and then (never one Raft write per request).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use cluster::activity::{KeyUsageDelta, STATUS_CLASSES};
+use cluster::activity::{KeyUsageDelta, ModelUsage, STATUS_CLASSES};
 
 /// Requests of one key on this node since the last report.
 #[derive(Debug, Default)]
 pub struct UsageCell {
     by_class: [AtomicU64; STATUS_CLASSES],
     last_used_ms: AtomicI64,
+    /// Model tokens and cost of AI routes, by `provider/model` (AI requests only).
+    models: Mutex<HashMap<String, ModelUsage>>,
 }
 
 impl UsageCell {
@@ -20,17 +24,28 @@ impl UsageCell {
         self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
+    /// Counts one completion of `model` (`provider/model`).
+    pub fn record_model(&self, model: &str, usage: &ModelUsage) {
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        models.entry(model.to_owned()).or_default().add(usage);
+    }
+
     /// Takes the counts accumulated since the last drain, if there are any.
     pub fn drain(&self, key_id: &str) -> Option<KeyUsageDelta> {
         let by_class: [u64; STATUS_CLASSES] =
             std::array::from_fn(|i| self.by_class[i].swap(0, Ordering::Relaxed));
-        if by_class.iter().all(|&n| n == 0) {
+        let models: Vec<(String, ModelUsage)> =
+            std::mem::take(&mut *self.models.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_iter()
+                .collect();
+        if by_class.iter().all(|&n| n == 0) && models.is_empty() {
             return None;
         }
         Some(KeyUsageDelta {
             key_id: key_id.to_owned(),
             by_class,
             last_used_ms: self.last_used_ms.load(Ordering::Relaxed),
+            models,
         })
     }
 
@@ -38,6 +53,9 @@ impl UsageCell {
     pub fn restore(&self, delta: &KeyUsageDelta) {
         for (cell, n) in self.by_class.iter().zip(delta.by_class) {
             cell.fetch_add(n, Ordering::Relaxed);
+        }
+        for (model, usage) in &delta.models {
+            self.record_model(model, usage);
         }
     }
 }
