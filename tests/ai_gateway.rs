@@ -90,9 +90,30 @@ fn complete(name: &str, failing: bool, record: &Received, req: &HttpRequest, bod
         return HttpResponse::InternalServerError().json(json!({ "error": { "message": "down" } }));
     }
     let model = body["model"].as_str().unwrap_or("").to_owned();
+    // An echoing provider answers with the prompt it received, in 5-character pieces when
+    // streaming (so placeholders arrive cut in two).
+    let prompt = body["messages"][0]["content"].as_str().unwrap_or("").to_owned();
+    let reply = if name == "echo" {
+        prompt
+    } else {
+        "Hello from the provider".to_owned()
+    };
     if body["stream"] == true {
         let mut events = String::new();
-        for (index, word) in ["Hello", " from", " the", " provider"].iter().enumerate() {
+        let pieces: Vec<String> = if name == "echo" {
+            reply
+                .chars()
+                .collect::<Vec<_>>()
+                .chunks(5)
+                .map(|c| c.iter().collect())
+                .collect()
+        } else {
+            ["Hello", " from", " the", " provider"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        };
+        for (index, word) in pieces.iter().enumerate() {
             let chunk = json!({ "id": "c1", "object": "chat.completion.chunk", "model": model,
                 "choices": [{ "index": 0, "delta": { "content": word }, "finish_reason": null }], "n": index });
             events.push_str(&format!("data: {chunk}\n\n"));
@@ -107,7 +128,7 @@ fn complete(name: &str, failing: bool, record: &Received, req: &HttpRequest, bod
     }
     HttpResponse::Ok().json(json!({
         "id": "c1", "object": "chat.completion", "model": model, "served_by": name,
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": "Hello from the provider" }, "finish_reason": "stop" }],
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": reply }, "finish_reason": "stop" }],
         "usage": { "prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9 }
     }))
 }
@@ -236,6 +257,55 @@ fn the_openai_api_is_served_by_vaulted_providers_with_fallback() {
         usage["models"].get("primary/gpt-x").is_none(),
         "failed attempts cost nothing"
     );
+
+    // Personal data is masked before it leaves and put back in the completion, streamed
+    // or not.
+    let echo = FakeProvider::start("echo", false);
+    let body = json!({ "kind": "openai_compatible", "base_url": echo.url(), "api_key": "sk-echo-key-0003" });
+    assert_eq!(
+        leader.put("/v1/providers/echo", &body).expect("admin").status,
+        200
+    );
+    let private = json!({
+        "path_prefix": "/private", "auth": "api_key", "kind": "ai",
+        "ai": { "models": { "smart": [{ "provider": "echo", "model": "gpt-z" }] },
+                "pii": { "mask": ["email", "credit_card"], "restore": true } }
+    });
+    assert_eq!(
+        leader.put("/v1/routes/private", &private).expect("admin").status,
+        201
+    );
+    let prompt = "mail jane.doe@example.com, card 4111 1111 1111 1111, again jane.doe@example.com";
+    let ask = |stream: bool| {
+        http()
+            .post(leader.proxy_url("/private/v1/chat/completions"))
+            .bearer_auth(&client_key)
+            .json(&json!({ "model": "smart", "stream": stream, "messages": [{ "role": "user", "content": prompt }] }))
+            .send()
+            .expect("proxy answers")
+    };
+    let answer = wait_for(Duration::from_secs(15), "the private route", || {
+        let response = ask(false);
+        (response.status() == 200).then_some(response)
+    });
+    let body: Value = answer.json().expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], prompt,
+        "restored for the client"
+    );
+    let streamed = ask(true).text().expect("body");
+    let restored: String = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(restored, prompt, "restored across cut placeholders");
+    for (_, sent) in echo.received() {
+        let text = sent["messages"][0]["content"].as_str().unwrap_or("").to_owned();
+        assert_eq!(text, "mail <EMAIL_1>, card <CREDIT_CARD_1>, again <EMAIL_1>");
+    }
+    assert_eq!(echo.received().len(), 2);
 
     // Models, unknown models, and no credential.
     let models: Value = http()

@@ -29,7 +29,19 @@ pub struct AiSettings {
     pub models: Vec<(String, Vec<AiCandidate>)>,
     /// Upper bound put on a request's `max_tokens`.
     pub max_tokens_cap: Option<u64>,
+    /// Personal data masked in prompts before they leave.
+    pub pii: Option<PiiSettings>,
 }
+
+/// Kinds of personal data to mask, and whether to put the values back in completions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PiiSettings {
+    pub mask: Vec<String>,
+    pub restore: bool,
+}
+
+/// The kinds a route can mask.
+pub const PII_KINDS: [&str; 7] = ["email", "phone", "credit_card", "iban", "ssn", "ip", "secret"];
 
 /// Checks an AI route's settings, returning every problem found (fields under `ai.`).
 pub fn validate_ai(settings: &AiSettings) -> Vec<FieldError> {
@@ -65,6 +77,14 @@ pub fn validate_ai(settings: &AiSettings) -> Vec<FieldError> {
                     "each entry needs a provider id, a model, and a weight of 1 to 10000",
                 ));
             }
+        }
+    }
+    if let Some(pii) = &settings.pii {
+        if pii.mask.is_empty() || pii.mask.iter().any(|kind| !PII_KINDS.contains(&kind.as_str())) {
+            problems.push(FieldError::new(
+                "ai.pii.mask",
+                format!("must list kinds among {}", PII_KINDS.join(", ")),
+            ));
         }
     }
     if settings.max_tokens_cap == Some(0) {

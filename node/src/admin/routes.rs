@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use cluster::ai::{AiCandidate, AiSettings};
+use cluster::ai::{AiCandidate, AiSettings, PiiSettings};
 use cluster::jwt::{JwtSettings, DEFAULT_LEEWAY_SECS};
 use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
 use cluster::sealed::UpstreamAuth;
@@ -179,6 +179,16 @@ pub(crate) struct AiBody {
     models: BTreeMap<String, Vec<AiCandidateBody>>,
     strategy: Option<StrategyBody>,
     max_tokens_cap: Option<u64>,
+    pii: Option<PiiBody>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PiiBody {
+    /// Kinds among email, phone, credit_card, iban, ssn, ip, secret.
+    mask: Vec<String>,
+    #[serde(default)]
+    restore: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -313,7 +323,11 @@ impl RouteView {
                         (name.as_str(), shown)
                     })
                     .collect();
-                serde_json::json!({ "models": models, "max_tokens_cap": ai.max_tokens_cap })
+                let pii = ai
+                    .pii
+                    .as_ref()
+                    .map(|pii| serde_json::json!({ "mask": pii.mask, "restore": pii.restore }));
+                serde_json::json!({ "models": models, "max_tokens_cap": ai.max_tokens_cap, "pii": pii })
             }),
             upstream_auth: route
                 .upstream_auth
@@ -432,6 +446,10 @@ fn route_from(
                     })
                     .collect(),
                 max_tokens_cap: ai.max_tokens_cap,
+                pii: ai.pii.map(|pii| PiiSettings {
+                    mask: pii.mask,
+                    restore: pii.restore,
+                }),
             });
         }
         (RouteKindBody::Ai, None) => problems.push(FieldError::new("ai", "kind ai needs ai settings")),

@@ -23,6 +23,7 @@ use futures::StreamExt;
 use rand::Rng;
 
 use super::error::ProxyError;
+use super::pii::{PiiKind, Session};
 use super::usage::UsageCell;
 use crate::master_key::MasterKey;
 
@@ -52,6 +53,10 @@ pub struct AiRoute {
     models: HashMap<String, Vec<Candidate>>,
     public_names: Vec<String>,
     max_tokens_cap: Option<u64>,
+    /// Kinds of personal data masked in prompts.
+    mask: Vec<PiiKind>,
+    /// Whether placeholders in completions are put back.
+    restore: bool,
 }
 
 impl AiRoute {
@@ -78,10 +83,15 @@ impl AiRoute {
                 .collect();
             models.insert(name.clone(), compiled);
         }
+        let pii = settings.pii.as_ref();
         Self {
             public_names: settings.models.iter().map(|(name, _)| name.clone()).collect(),
             models,
             max_tokens_cap: settings.max_tokens_cap,
+            mask: pii
+                .map(|pii| pii.mask.iter().filter_map(|kind| PiiKind::parse(kind)).collect())
+                .unwrap_or_default(),
+            restore: pii.is_some_and(|pii| pii.restore),
         }
     }
 }
@@ -199,6 +209,8 @@ async fn completion(
             }
         }
     }
+    let session = Arc::new(mask_prompt(&mut request, &route.mask));
+    let restore = route.restore && !session.is_empty();
     // Ask streaming providers for the final usage event, so tokens are counted exactly.
     if request.get("stream") == Some(&serde_json::Value::Bool(true))
         && !request.contains_key("stream_options")
@@ -256,21 +268,124 @@ async fn completion(
         };
         if !streamed {
             let body = response.bytes().await.map_err(|_| ProxyError::BadGateway)?;
-            if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&body) {
-                meter.record(&parsed["usage"]);
+            let Ok(mut parsed) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                return Ok(answer.body(body));
+            };
+            meter.record(&parsed["usage"]);
+            if !restore {
+                return Ok(answer.body(body));
             }
-            return Ok(answer.body(body));
+            if let Some(choices) = parsed["choices"].as_array_mut() {
+                for choice in choices {
+                    if let Some(content) = choice["message"]["content"].as_str() {
+                        choice["message"]["content"] = session.restore(content).into();
+                    }
+                }
+            }
+            return Ok(answer.json(parsed));
         }
         let mut scanner = SseUsageScanner::new(meter);
+        let mut restorer = restore.then(|| SseRestorer::new(session.clone()));
         let stream = response.bytes_stream().map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                scanner.feed(bytes);
-            }
-            chunk.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()))
+            let chunk = chunk.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()))?;
+            scanner.feed(&chunk);
+            Ok::<_, actix_web::Error>(match &mut restorer {
+                Some(restorer) => restorer.feed(&chunk),
+                None => chunk,
+            })
         });
         return Ok(answer.streaming(stream));
     }
     Err(ProxyError::ProvidersUnavailable)
+}
+
+/// Masks the listed kinds in every message's text (plain string content, or the `text`
+/// parts of multi-part content) and counts what was masked, by kind.
+fn mask_prompt(request: &mut serde_json::Map<String, serde_json::Value>, kinds: &[PiiKind]) -> Session {
+    let mut session = Session::default();
+    if kinds.is_empty() {
+        return session;
+    }
+    if let Some(messages) = request
+        .get_mut("messages")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for message in messages {
+            match &mut message["content"] {
+                serde_json::Value::String(text) => *text = session.mask(kinds, text),
+                serde_json::Value::Array(parts) => {
+                    for part in parts {
+                        if let Some(text) = part.get_mut("text") {
+                            if let Some(plain) = text.as_str() {
+                                *text = session.mask(kinds, plain).into();
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (kind, count) in session.counts() {
+        metrics::counter!("credentialflow_pii_masked_total", "kind" => kind.as_str())
+            .increment(u64::from(count));
+    }
+    session
+}
+
+/// Puts masked values back into a stream of server-sent events: each event's
+/// `choices[].delta.content` is restored, a placeholder cut between events held until the
+/// next one completes it; lines pass through whole.
+struct SseRestorer {
+    session: Arc<Session>,
+    partial: Vec<u8>,
+    carries: HashMap<u64, String>,
+}
+
+impl SseRestorer {
+    fn new(session: Arc<Session>) -> Self {
+        Self {
+            session,
+            partial: Vec::new(),
+            carries: HashMap::new(),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> web::Bytes {
+        self.partial.extend_from_slice(bytes);
+        let mut out = Vec::with_capacity(bytes.len());
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            out.extend(self.restore_line(&line));
+        }
+        web::Bytes::from(out)
+    }
+
+    fn restore_line(&mut self, line: &[u8]) -> Vec<u8> {
+        let Some(data) = line.strip_prefix(b"data: ") else {
+            return line.to_vec();
+        };
+        let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) else {
+            return line.to_vec();
+        };
+        if let Some(choices) = event["choices"].as_array_mut() {
+            for choice in choices {
+                let index = choice["index"].as_u64().unwrap_or(0);
+                let finished = !choice["finish_reason"].is_null();
+                let carry = self.carries.entry(index).or_default();
+                if let Some(content) = choice["delta"]["content"].as_str() {
+                    let mut restored = self.session.restore_streamed(carry, content);
+                    if finished {
+                        restored.push_str(&std::mem::take(carry));
+                    }
+                    choice["delta"]["content"] = restored.into();
+                } else if finished && !carry.is_empty() {
+                    choice["delta"]["content"] = std::mem::take(carry).into();
+                }
+            }
+        }
+        format!("data: {event}\n").into_bytes()
+    }
 }
 
 /// Where a completion's usage is counted, and at what price.

@@ -22,6 +22,7 @@ pub mod idle;
 pub mod jwt;
 pub mod limiter;
 pub mod path;
+pub mod pii;
 pub mod read_model;
 pub mod route_table;
 pub mod upstream;
