@@ -22,6 +22,20 @@ pub struct AiCandidate {
     pub weight: u32,
 }
 
+/// How a model's candidates are ordered for each request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AiStrategy {
+    /// By priority; weighted at random inside a priority.
+    #[default]
+    Priority,
+    /// Weighted at random across all candidates.
+    Weighted,
+    /// Fastest first, by this node's recent response times (failures count as slow).
+    LowestLatency,
+    /// Cheapest first, by the providers' price tables (unpriced models last).
+    Cheapest,
+}
+
 /// What an AI route serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AiSettings {
@@ -29,6 +43,7 @@ pub struct AiSettings {
     pub models: Vec<(String, Vec<AiCandidate>)>,
     /// Upper bound put on a request's `max_tokens`.
     pub max_tokens_cap: Option<u64>,
+    pub strategy: AiStrategy,
     /// Personal data masked in prompts before they leave.
     pub pii: Option<PiiSettings>,
 }

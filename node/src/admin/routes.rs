@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use cluster::ai::{AiCandidate, AiSettings, PiiSettings};
+use cluster::ai::{AiCandidate, AiSettings, AiStrategy, PiiSettings};
 use cluster::jwt::{JwtSettings, DEFAULT_LEEWAY_SECS};
 use cluster::route::{validate_route, HealthCheck, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS};
 use cluster::sealed::UpstreamAuth;
@@ -327,7 +327,13 @@ impl RouteView {
                     .pii
                     .as_ref()
                     .map(|pii| serde_json::json!({ "mask": pii.mask, "restore": pii.restore }));
-                serde_json::json!({ "models": models, "max_tokens_cap": ai.max_tokens_cap, "pii": pii })
+                let strategy = match ai.strategy {
+                    AiStrategy::Priority => "priority",
+                    AiStrategy::Weighted => "weighted",
+                    AiStrategy::LowestLatency => "lowest_latency",
+                    AiStrategy::Cheapest => "cheapest",
+                };
+                serde_json::json!({ "models": models, "max_tokens_cap": ai.max_tokens_cap, "pii": pii, "strategy": strategy })
             }),
             upstream_auth: route
                 .upstream_auth
@@ -419,16 +425,13 @@ fn route_from(
     };
     match (request.kind.unwrap_or(RouteKindBody::Proxy), request.ai) {
         (RouteKindBody::Ai, Some(ai)) => {
-            if matches!(
-                ai.strategy,
-                Some(StrategyBody::LowestLatency | StrategyBody::Cheapest)
-            ) {
-                problems.push(FieldError::new(
-                    "ai.strategy",
-                    "lowest_latency and cheapest are not supported yet; use priority or weighted",
-                ));
-            }
             route.ai = Some(AiSettings {
+                strategy: match ai.strategy.unwrap_or(StrategyBody::Priority) {
+                    StrategyBody::Priority => AiStrategy::Priority,
+                    StrategyBody::Weighted => AiStrategy::Weighted,
+                    StrategyBody::LowestLatency => AiStrategy::LowestLatency,
+                    StrategyBody::Cheapest => AiStrategy::Cheapest,
+                },
                 models: ai
                     .models
                     .into_iter()

@@ -14,7 +14,8 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use cluster::ai::{AiCandidate, AiSettings};
+use cluster::ai::{AiCandidate, AiSettings, AiStrategy};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cluster::activity::ModelUsage;
@@ -41,6 +42,8 @@ pub struct Candidate {
     /// `provider/model`, the name usage is counted under.
     usage_name: String,
     price: Option<Price>,
+    /// Recent time to the response head on this node, in microseconds (0: not measured yet).
+    latency_us: AtomicU64,
     priority: u32,
     weight: u32,
     url: String,
@@ -57,6 +60,7 @@ pub struct AiRoute {
     mask: Vec<PiiKind>,
     /// Whether placeholders in completions are put back.
     restore: bool,
+    strategy: AiStrategy,
 }
 
 impl AiRoute {
@@ -92,6 +96,7 @@ impl AiRoute {
                 .map(|pii| pii.mask.iter().filter_map(|kind| PiiKind::parse(kind)).collect())
                 .unwrap_or_default(),
             restore: pii.is_some_and(|pii| pii.restore),
+            strategy: settings.strategy,
         }
     }
 }
@@ -129,6 +134,7 @@ fn compile_candidate(
         model: candidate.model.clone(),
         usage_name: format!("{}/{}", provider.id, candidate.model),
         price: provider.prices.get(&candidate.model).copied(),
+        latency_us: AtomicU64::new(0),
         priority: candidate.priority,
         weight: candidate.weight,
         url: format!("{}/v1/chat/completions", provider.base_url),
@@ -136,19 +142,48 @@ fn compile_candidate(
     })
 }
 
-/// The order to try candidates in: by priority, weighted at random inside a priority.
-fn attempt_order(candidates: &[Candidate]) -> Vec<&Candidate> {
+/// The order to try candidates in, by the route's strategy. Every strategy breaks ties
+/// with a weighted random order (Efraimidis–Spirakis), so equal candidates share load.
+fn attempt_order(candidates: &[Candidate], strategy: AiStrategy) -> Vec<&Candidate> {
     let mut rng = rand::thread_rng();
-    let mut keyed: Vec<(u32, f64, &Candidate)> = candidates
+    let mut keyed: Vec<(u64, f64, &Candidate)> = candidates
         .iter()
         .map(|c| {
-            // Efraimidis–Spirakis: a weighted random permutation.
             let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-            (c.priority, -u.powf(1.0 / f64::from(c.weight.max(1))), c)
+            let random = -u.powf(1.0 / f64::from(c.weight.max(1)));
+            let rank = match strategy {
+                AiStrategy::Priority => u64::from(c.priority),
+                AiStrategy::Weighted => 0,
+                // Unmeasured candidates (0) go first, so each gets measured.
+                AiStrategy::LowestLatency => c.latency_us.load(Ordering::Relaxed),
+                AiStrategy::Cheapest => c.price.map_or(u64::MAX, |p| {
+                    p.input_micro_usd_per_mtok
+                        .saturating_add(p.output_micro_usd_per_mtok)
+                }),
+            };
+            (rank, random, c)
         })
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
     keyed.into_iter().map(|(_, _, c)| c).collect()
+}
+
+/// Folds one attempt's time to the response head into a candidate's latency (a failure
+/// counts as `FAILURE_LATENCY`), as an exponentially weighted average.
+fn observe_latency(candidate: &Candidate, elapsed: Duration, failed: bool) {
+    const FAILURE_LATENCY_US: u64 = 30_000_000;
+    let sample = if failed {
+        FAILURE_LATENCY_US
+    } else {
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1)
+    };
+    let previous = candidate.latency_us.load(Ordering::Relaxed);
+    let next = if previous == 0 {
+        sample
+    } else {
+        (previous * 7 + sample) / 8
+    };
+    candidate.latency_us.store(next.max(1), Ordering::Relaxed);
 }
 
 /// Serves one request on an AI route; `rest` is the path after the route's prefix.
@@ -220,7 +255,8 @@ async fn completion(
             serde_json::json!({ "include_usage": true }),
         );
     }
-    for candidate in attempt_order(candidates) {
+    for candidate in attempt_order(candidates, route.strategy) {
+        let started = std::time::Instant::now();
         request.insert("model".to_owned(), candidate.model.clone().into());
         let sent = client
             .post(&candidate.url)
@@ -230,6 +266,8 @@ async fn completion(
             .timeout(timeout)
             .send()
             .await;
+        let failed = !matches!(&sent, Ok(r) if r.status().as_u16() != 429 && !r.status().is_server_error());
+        observe_latency(candidate, started.elapsed(), failed);
         let response = match sent {
             Ok(response) if response.status().as_u16() == 429 || response.status().is_server_error() => {
                 tracing::debug!(provider = %candidate.provider, status = response.status().as_u16(), "provider refused; trying the next");
@@ -474,6 +512,45 @@ impl SseUsageScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn candidate(name: &str, price: Option<u64>, latency_us: u64) -> Candidate {
+        Candidate {
+            provider: name.into(),
+            model: "m".into(),
+            usage_name: format!("{name}/m"),
+            price: price.map(|p| Price {
+                input_micro_usd_per_mtok: p,
+                output_micro_usd_per_mtok: p,
+            }),
+            latency_us: AtomicU64::new(latency_us),
+            priority: 0,
+            weight: 1,
+            url: String::new(),
+            headers: reqwest::header::HeaderMap::new(),
+        }
+    }
+
+    fn order(candidates: &[Candidate], strategy: AiStrategy) -> Vec<&str> {
+        attempt_order(candidates, strategy).iter().map(|c| c.provider.as_str()).collect()
+    }
+
+    #[test]
+    fn strategies_order_candidates() {
+        let candidates = [
+            candidate("dear", Some(10), 300),
+            candidate("cheap", Some(5), 100),
+            candidate("unpriced", None, 0),
+        ];
+        assert_eq!(order(&candidates, AiStrategy::Cheapest), ["cheap", "dear", "unpriced"]);
+        assert_eq!(
+            order(&candidates, AiStrategy::LowestLatency),
+            ["unpriced", "cheap", "dear"],
+            "unmeasured first, then fastest"
+        );
+        observe_latency(&candidates[1], Duration::from_millis(1), true);
+        assert!(candidates[1].latency_us.load(Ordering::Relaxed) > 300, "a failure counts as slow");
+        assert_eq!(order(&candidates, AiStrategy::LowestLatency), ["unpriced", "dear", "cheap"]);
+    }
 
     #[test]
     fn cost_follows_the_price_table() {
