@@ -531,7 +531,10 @@ mod tests {
     }
 
     fn order(candidates: &[Candidate], strategy: AiStrategy) -> Vec<&str> {
-        attempt_order(candidates, strategy).iter().map(|c| c.provider.as_str()).collect()
+        attempt_order(candidates, strategy)
+            .iter()
+            .map(|c| c.provider.as_str())
+            .collect()
     }
 
     #[test]
@@ -541,15 +544,24 @@ mod tests {
             candidate("cheap", Some(5), 100),
             candidate("unpriced", None, 0),
         ];
-        assert_eq!(order(&candidates, AiStrategy::Cheapest), ["cheap", "dear", "unpriced"]);
+        assert_eq!(
+            order(&candidates, AiStrategy::Cheapest),
+            ["cheap", "dear", "unpriced"]
+        );
         assert_eq!(
             order(&candidates, AiStrategy::LowestLatency),
             ["unpriced", "cheap", "dear"],
             "unmeasured first, then fastest"
         );
         observe_latency(&candidates[1], Duration::from_millis(1), true);
-        assert!(candidates[1].latency_us.load(Ordering::Relaxed) > 300, "a failure counts as slow");
-        assert_eq!(order(&candidates, AiStrategy::LowestLatency), ["unpriced", "dear", "cheap"]);
+        assert!(
+            candidates[1].latency_us.load(Ordering::Relaxed) > 300,
+            "a failure counts as slow"
+        );
+        assert_eq!(
+            order(&candidates, AiStrategy::LowestLatency),
+            ["unpriced", "dear", "cheap"]
+        );
     }
 
     #[test]
