@@ -5,24 +5,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{master_key_file, wait_for, Cluster};
-
-fn any_file_contains(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                any_file_contains(&path, needle)
-            } else {
-                std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-            }
-        })
-    })
-}
+use support::{any_file_contains, master_key_file, wait_for, Cluster};
 
 #[test]
 fn provider_keys_are_vaulted_never_shown_and_rotate_everywhere() {

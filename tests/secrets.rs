@@ -5,27 +5,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 use support::upstream::Upstream;
-use support::{master_key_file, wait_for, Cluster};
-
-/// Whether any file under `dir` contains `needle`.
-fn any_file_contains(dir: &Path, needle: &[u8]) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let path = entry.path();
-        if path.is_dir() {
-            any_file_contains(&path, needle)
-        } else {
-            std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-        }
-    })
-}
+use support::{any_file_contains, master_key_file, wait_for, Cluster};
 
 #[test]
 fn upstream_credentials_are_sealed_at_rest_and_opened_only_with_the_master_key() {

@@ -160,8 +160,7 @@ pub fn validate_jwt(settings: &JwtSettings) -> Vec<FieldError> {
         ));
     }
     for (index, (_, header)) in settings.forward_claims.iter().enumerate() {
-        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if header.is_empty() || header.len() > 256 || !header.bytes().all(token_char) {
+        if !crate::validate::is_header_name(header, 256) {
             problems.push(FieldError::new(
                 format!("jwt.forward_claims[{index}]"),
                 "the header name must be an HTTP token",

@@ -91,9 +91,8 @@ pub fn validate_provider(provider: &Provider) -> Vec<FieldError> {
             format!("at most {MAX_PROVIDER_ITEMS} headers or models"),
         ));
     }
-    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     for (index, (name, value)) in provider.headers.iter().enumerate() {
-        let name_ok = !name.is_empty() && name.len() <= 256 && name.bytes().all(token_char);
+        let name_ok = validate::is_header_name(name, 256);
         let value_ok = value.len() <= 4096 && value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
         if !name_ok || !value_ok {
             problems.push(FieldError::new(

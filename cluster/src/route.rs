@@ -210,8 +210,7 @@ pub fn validate_route(route: &Route) -> Vec<FieldError> {
         check(health_check(health));
     }
     if let Some(auth) = &route.upstream_auth {
-        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if auth.header.is_empty() || auth.header.len() > 256 || !auth.header.bytes().all(token_char) {
+        if !validate::is_header_name(&auth.header, 256) {
             check(Err(FieldError::new(
                 "upstream_auth.header",
                 "must be an HTTP header name",
@@ -353,12 +352,7 @@ const RESERVED_HEADERS: &[&str] = &[
 
 fn header(name: &str, value: &str) -> Result<(), FieldError> {
     let field = format!("headers.{}", name.chars().take(64).collect::<String>());
-    let token = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
+    if !validate::is_header_name(name, 128) {
         return Err(FieldError::new(field, "is not a valid header name"));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {

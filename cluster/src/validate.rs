@@ -117,6 +117,16 @@ pub fn limits(limits: &[Limit]) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Returns whether `name` is an HTTP header name: a non-empty RFC 9110 token of at most
+/// `max_len` bytes.
+pub fn is_header_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Checks that an expiry lies after `now_ms`.
 pub fn expires_at(expires_at_ms: i64, now_ms: i64) -> Result<(), FieldError> {
     if expires_at_ms <= now_ms {

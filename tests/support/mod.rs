@@ -49,6 +49,21 @@ pub fn long_window_secs() -> u64 {
         .expect("one of three windows has an hour left")
 }
 
+/// Whether any file under `dir` (recursively) contains `needle`: how tests show a secret
+/// reached no disk.
+pub fn any_file_contains(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                any_file_contains(&path, needle)
+            } else {
+                std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            }
+        })
+    })
+}
+
 /// Writes a cluster master key (32 bytes as hex) into `dir` and returns its path as a flag
 /// value; `byte` picks the key, so tests can make two different ones.
 pub fn master_key_file(dir: &Path, byte: u8) -> String {

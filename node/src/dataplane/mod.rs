@@ -116,7 +116,7 @@ async fn handle(
             standing = ctx
                 .read_model
                 .limiter()
-                .admit(meters)
+                .admit(meters, now_ms)
                 .await
                 .map_err(Refused::Limit)?;
         }

@@ -49,6 +49,7 @@ impl CompiledRoute {
         registry: &HealthRegistry,
         jwks: &JwksRegistry,
         master_key: Option<&MasterKey>,
+        providers: &BTreeMap<String, Provider>,
     ) -> Self {
         let upstream_auth = route.upstream_auth.as_ref().map(|auth| {
             let opened = master_key
@@ -107,7 +108,9 @@ impl CompiledRoute {
             health_check: route.health_check.clone(),
             jwt,
             upstream_auth,
-            ai: None,
+            ai: route.ai.as_ref().map(|settings| {
+                std::sync::Arc::new(AiRoute::compile(&route.id, settings, providers, master_key))
+            }),
             metrics: crate::telemetry::RouteMetrics::new(&route.id),
         }
     }
@@ -209,11 +212,9 @@ impl RouteTable {
         let mut table = RouteTable::default();
         for route in routes.values() {
             let index = table.routes.len();
-            let mut compiled = CompiledRoute::compile(route, registry, jwks, master_key);
-            compiled.ai = route.ai.as_ref().map(|settings| {
-                std::sync::Arc::new(AiRoute::compile(&route.id, settings, providers, master_key))
-            });
-            table.routes.push(compiled);
+            table.routes.push(CompiledRoute::compile(
+                route, registry, jwks, master_key, providers,
+            ));
             let prefixes = match &route.host {
                 Some(host) => table.by_host.entry(host.clone()).or_default(),
                 None => &mut table.any_host,

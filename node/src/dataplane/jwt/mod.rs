@@ -65,8 +65,8 @@ impl Verified {
 /// A route's compiled token verification.
 pub struct JwtVerifier {
     issuer: String,
-    audience: Vec<String>,
-    algorithms: Vec<Algorithm>,
+    /// One validation per accepted algorithm, built when the route is compiled.
+    validations: Vec<(Algorithm, Validation)>,
     leeway_secs: u64,
     static_keys: Vec<VerifyKey>,
     jwks: Option<Arc<JwksSource>>,
@@ -82,7 +82,10 @@ impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("issuer", &self.issuer)
-            .field("algorithms", &self.algorithms)
+            .field(
+                "algorithms",
+                &self.validations.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -139,10 +142,13 @@ impl JwtVerifier {
             .collect::<Result<Vec<_>, _>>()?;
         let mut owned_headers = vec![SUBJECT_HEADER];
         owned_headers.extend(forward_claims.iter().map(|(_, name)| name.clone()));
+        let validations = algorithms
+            .into_iter()
+            .map(|algorithm| (algorithm, validation(settings, algorithm)))
+            .collect();
         Ok(Self {
             issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            algorithms,
+            validations,
             leeway_secs: settings.leeway_secs,
             static_keys,
             jwks,
@@ -174,9 +180,12 @@ impl JwtVerifier {
             return Ok(verified);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| ProxyError::InvalidToken)?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(ProxyError::UnsupportedAlgorithm);
-        }
+        let validation = self
+            .validations
+            .iter()
+            .find(|(algorithm, _)| *algorithm == header.alg)
+            .map(|(_, validation)| validation)
+            .ok_or(ProxyError::UnsupportedAlgorithm)?;
         let kid = header.kid.as_deref();
         let mut candidates: Vec<VerifyKey> = self
             .static_keys
@@ -194,10 +203,9 @@ impl JwtVerifier {
         if candidates.is_empty() {
             return Err(ProxyError::UnknownSigningKey);
         }
-        let validation = self.validation(header.alg);
         let mut outcome = Err(ProxyError::InvalidSignature);
         for key in &candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
                 Ok(data) => {
                     outcome = Ok(data.claims);
                     break;
@@ -217,21 +225,6 @@ impl JwtVerifier {
         let verified = Arc::new(self.read_claims(&claims)?);
         self.remember(digest, verified.clone());
         Ok(verified)
-    }
-
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.algorithms = vec![algorithm];
-        validation.leeway = self.leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&self.audience);
-        validation.required_spec_claims = ["exp", "iss", "aud"]
-            .into_iter()
-            .map(String::from)
-            .collect::<HashSet<_>>();
-        validation
     }
 
     fn read_claims(&self, claims: &Map<String, Value>) -> Result<Verified, ProxyError> {
@@ -295,6 +288,24 @@ impl JwtVerifier {
         }
         cache.insert(digest, verified);
     }
+}
+
+/// What `jsonwebtoken` checks for a token signed with `algorithm` on a route: only that
+/// algorithm (its key kind is checked against it), `exp` (required), `nbf`, `iss` and
+/// `aud`, with the route's leeway.
+fn validation(settings: &JwtSettings, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.algorithms = vec![algorithm];
+    validation.leeway = settings.leeway_secs;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_audience(&settings.audience);
+    validation.required_spec_claims = ["exp", "iss", "aud"]
+        .into_iter()
+        .map(String::from)
+        .collect::<HashSet<_>>();
+    validation
 }
 
 /// The associated data of a route's sealed JWT key.

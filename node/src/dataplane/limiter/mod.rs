@@ -95,14 +95,19 @@ impl Limiter {
         self.wake.notified().await;
     }
 
-    /// Admits one request against every meter in `meters`, all or none. Returns the
-    /// standing against the tightest limit, for the response headers.
-    pub async fn admit(&self, meters: &[Arc<LocalMeter>]) -> Result<Option<Admission>, LimitError> {
+    /// Admits one request arriving at `now_ms` against every meter in `meters`, all or
+    /// none. Returns the standing against the tightest limit, for the response headers.
+    pub async fn admit(
+        &self,
+        meters: &[Arc<LocalMeter>],
+        now_ms: i64,
+    ) -> Result<Option<Admission>, LimitError> {
         let mut taken: Vec<(&LocalMeter, u64)> = Vec::with_capacity(meters.len());
         let mut tightest: Option<Admission> = None;
-        let deadline = tokio::time::Instant::now() + GRANT_WAIT;
+        // Set by the first meter that has to wait; the wait is shared by all meters.
+        let mut deadline = None;
         for meter in meters {
-            match self.take_one(meter, deadline).await {
+            match self.take_one(meter, now_ms, &mut deadline).await {
                 Ok(admission) => {
                     if let Some(slice) = admission.slice {
                         taken.push((meter, slice));
@@ -122,24 +127,26 @@ impl Limiter {
         Ok(tightest)
     }
 
+    /// Takes one request from `meter`. The common case, a slice held, costs one short lock;
+    /// only a meter holding nothing registers for the leaser's next grant and waits.
     async fn take_one(
         &self,
         meter: &LocalMeter,
-        deadline: tokio::time::Instant,
+        now_ms: i64,
+        deadline: &mut Option<tokio::time::Instant>,
     ) -> Result<Admission, LimitError> {
+        match self.take_now(meter, now_ms) {
+            Take::Wait => {}
+            decided => return Self::decided(decided),
+        }
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + GRANT_WAIT);
         loop {
+            // Registered before taking again, so a grant landing in between is not missed.
             let granted = meter.granted();
             tokio::pin!(granted);
             granted.as_mut().enable();
             let now = crate::clock::now_ms();
-            let (take, wake) = meter.take(now);
-            if wake {
-                self.wake_leaser();
-            }
-            match take {
-                Take::Admitted(admission) => return Ok(admission),
-                Take::Refused(refusal) => return Err(LimitError::Refused(refusal)),
-                Take::Unreachable => return Err(LimitError::Unavailable),
+            match self.take_now(meter, now) {
                 Take::Wait => {
                     let _waiting = meter.waiter(now);
                     self.wake_leaser();
@@ -147,7 +154,26 @@ impl Limiter {
                         return Err(LimitError::Unavailable);
                     }
                 }
+                decided => return Self::decided(decided),
             }
+        }
+    }
+
+    /// Takes from `meter`, waking the leaser when the meter asks for it.
+    fn take_now(&self, meter: &LocalMeter, now_ms: i64) -> Take {
+        let (take, wake) = meter.take(now_ms);
+        if wake {
+            self.wake_leaser();
+        }
+        take
+    }
+
+    /// The outcome of a take that needs no waiting.
+    fn decided(take: Take) -> Result<Admission, LimitError> {
+        match take {
+            Take::Admitted(admission) => Ok(admission),
+            Take::Refused(refusal) => Err(LimitError::Refused(refusal)),
+            Take::Unreachable | Take::Wait => Err(LimitError::Unavailable),
         }
     }
 }
