@@ -26,6 +26,8 @@ pub struct KeyUsage {
     pub updated_at_ms: i64,
     /// Model traffic through AI routes, by `provider/model`.
     pub models: BTreeMap<String, ModelUsage>,
+    /// Items of personal data masked in the key's prompts, by kind.
+    pub pii_masked: BTreeMap<String, u64>,
 }
 
 /// Tokens and cost of one model's completions, as the providers reported them.
@@ -56,6 +58,8 @@ pub struct KeyUsageDelta {
     pub last_used_ms: i64,
     /// Model traffic since the previous report, by `provider/model`.
     pub models: Vec<(String, ModelUsage)>,
+    /// Items of personal data masked since the previous report, by kind.
+    pub pii_masked: Vec<(String, u64)>,
 }
 
 /// A node's periodic usage report, folded into the replicated totals.
@@ -81,6 +85,8 @@ pub struct AuditEntry {
     pub target: String,
     /// `ok`, or the code of the rejection or failure.
     pub outcome: String,
+    /// More about it, when there is more (counts of masked items, say; never a value).
+    pub details: String,
 }
 
 /// An audit record of an operation that is not itself a command (membership changes).
@@ -91,4 +97,5 @@ pub struct AuditRecord {
     pub action: String,
     pub target: String,
     pub outcome: String,
+    pub details: String,
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activity::{AuditRecord, UsageReport};
 use crate::admin_token::AdminTokenRecord;
-use crate::limits::{Grant, Limit, MeterId, SpendReport};
+use crate::limits::{Credit, Grant, Limit, MeterId, SpendReport, Unit};
 use crate::model::{KeyRecord, KeySecret, NodeInfo, Tenant};
 use crate::provider::Provider;
 use crate::revocation::TokenRevocation;
@@ -79,7 +79,10 @@ pub struct KeyUpdate {
     pub id: String,
     pub name: Option<String>,
     pub scopes: Option<Vec<String>>,
+    /// Replaces the key's limits of the units in `limit_units` (request limits, the token
+    /// limit, the budget), keeping the others: so a change to one never races another.
     pub limits: Option<Vec<Limit>>,
+    pub limit_units: Vec<Unit>,
     pub now_ms: i64,
 }
 
@@ -102,7 +105,11 @@ pub struct SliceAsk {
     pub meter: MeterId,
     /// Capacity wanted; 0 only reports.
     pub want: u64,
+    /// What waiting requests lack beyond what the node holds (see `SliceRequest::need`).
+    pub need: u64,
     pub reports: Vec<SpendReport>,
+    /// Unused capacity of reported slices given back.
+    pub credits: Vec<Credit>,
     /// The slices of this meter the node holds open; any other unreported slice granted
     /// to this process never reached it.
     pub held: Vec<u64>,

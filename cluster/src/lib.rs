@@ -45,7 +45,7 @@ pub mod validate;
 pub mod wire;
 
 pub use command::{Command, Outcome, Proposal, Rejection, Response};
-pub use limits::{Limit, MeterId, Period, Subject};
+pub use limits::{Limit, MeterId, Period, Subject, Unit};
 pub use model::{KeyRecord, KeySecret, KeyStatus, NodeInfo, Tenant};
 pub use route::{Route, RouteAuth, UpstreamTarget};
 pub use settings::{ClusterSettings, StalePolicy};

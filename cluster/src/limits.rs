@@ -118,14 +118,35 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// A limit on a key or a tenant: at most `requests` per window of `period`.
+/// What a limit counts. Requests cost one each; tokens and money are admitted against an
+/// upper-bound estimate and settled with the provider's reported usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Unit {
+    Requests,
+    /// Prompt plus completion tokens of AI requests.
+    Tokens,
+    /// Cost of AI requests in millionths of a US dollar, from the providers' price tables.
+    MicroUsd,
+}
+
+/// A limit on a key or a tenant: at most `amount` of `unit` per window of `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
-    pub requests: u64,
+    pub amount: u64,
     pub period: Period,
+    pub unit: Unit,
 }
 
 impl Limit {
+    /// A limit on the number of requests.
+    pub fn requests(amount: u64, period: Period) -> Self {
+        Self {
+            amount,
+            period,
+            unit: Unit::Requests,
+        }
+    }
+
     /// Returns whether the limit is a rate limit (short fixed windows, refusals say
     /// `rate_limited`) rather than a quota (calendar periods, `quota_exceeded`).
     pub fn is_rate(&self) -> bool {
@@ -140,11 +161,12 @@ pub enum Subject {
     Tenant(String),
 }
 
-/// One limit of one subject: a subject has at most one limit per period.
+/// One limit of one subject: a subject has at most one limit per unit and period.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MeterId {
     pub subject: Subject,
     pub period: Period,
+    pub unit: Unit,
 }
 
 /// One granted slice that its node has not yet reported on.
@@ -196,6 +218,15 @@ impl WindowLedger {
     }
 }
 
+/// Capacity a node gives back to a window after its slice was reported: an AI request
+/// reserved an upper bound of tokens or cost and used less. Only what the node had
+/// reported as spent and did not use is credited, so the ledger never undercounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    pub window_start_ms: i64,
+    pub amount: u64,
+}
+
 /// A node's report of what it spent from one of its slices, sent once it stopped spending
 /// from it (used up, lease over, or window over).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,9 +248,15 @@ pub struct SliceRequest {
     /// How much the node would like (about what it expects to admit in one lease); 0 asks
     /// for nothing and only reports.
     pub want: u64,
+    /// What requests waiting at the node lack beyond what it holds: the slice is at least
+    /// this large when the window has it, whatever the fair share (one AI request may need
+    /// thousands of tokens at once).
+    pub need: u64,
     /// How long the slice may be spent.
     pub lease_ms: i64,
     pub reports: Vec<SpendReport>,
+    /// Unused capacity given back after its slice was reported; applied after `reports`.
+    pub credits: Vec<Credit>,
     pub now_ms: i64,
 }
 
@@ -268,14 +305,14 @@ impl Meter {
             Some(ledger) if ledger.window.start_ms > window.start_ms => return refused,
             slot => slot.insert(WindowLedger {
                 window,
-                limit: request.limit.requests,
+                limit: request.limit.amount,
                 settled: 0,
                 asks: 0,
                 open: BTreeMap::new(),
             }),
         };
         // A lowered limit takes effect at once; a raised one adds capacity.
-        ledger.limit = request.limit.requests;
+        ledger.limit = request.limit.amount;
         ledger.asks += 1;
         ledger.open.retain(|id, slice| {
             slice.node != request.node
@@ -294,8 +331,13 @@ impl Meter {
                 }
             }
         }
+        for credit in &request.credits {
+            if credit.window_start_ms == ledger.window.start_ms {
+                ledger.settled = ledger.settled.saturating_sub(credit.amount);
+            }
+        }
         let remaining = ledger.remaining();
-        if request.want == 0 || remaining == 0 {
+        if request.want.max(request.need) == 0 || remaining == 0 {
             return Grant { remaining, ..refused };
         }
         // Other nodes that may still spend share what is left; a node whose lease ran out
@@ -309,7 +351,11 @@ impl Meter {
             .len() as u64
             + 1;
         let fair_share = (remaining / (holders * SLICE_DIVISOR)).max(1);
-        let size = request.want.min(fair_share).min(remaining);
+        let size = request
+            .want
+            .max(request.need)
+            .min(fair_share.max(request.need))
+            .min(remaining);
         let expires_at_ms = request
             .now_ms
             .saturating_add(request.lease_ms.max(1))
@@ -370,13 +416,12 @@ mod tests {
             node,
             incarnation: 0,
             held: Vec::new(),
-            limit: Limit {
-                requests: 300,
-                period: Period::Seconds(60),
-            },
+            limit: Limit::requests(300, Period::Seconds(60)),
             want,
+            need: 0,
             lease_ms: 2_000,
             reports,
+            credits: Vec::new(),
             now_ms: T0 + now,
         }
     }
@@ -482,6 +527,55 @@ mod tests {
         let ledger = meter.ledger.as_ref().expect("ledger");
         assert_eq!(ledger.window, next.window);
         assert_eq!(ledger.open.keys().copied().collect::<Vec<_>>(), [next.slice_id]);
+    }
+
+    #[test]
+    fn a_need_larger_than_the_fair_share_is_granted_when_the_window_has_it() {
+        let mut meter = Meter::default();
+        let mut ask = request(1, 1, vec![], 0);
+        ask.need = 200;
+        let first = meter.grant(&ask);
+        assert_eq!(first.size, 200, "well over 300 / 8");
+        ask.need = 500;
+        ask.held = vec![first.slice_id];
+        let partial = meter.grant(&ask);
+        assert_eq!(
+            (partial.size, partial.remaining),
+            (100, 0),
+            "what is left, so smaller requests can use it"
+        );
+    }
+
+    #[test]
+    fn credits_give_back_reported_capacity_of_their_own_window_only() {
+        let mut meter = Meter::default();
+        let slice = meter.grant(&request(1, 100, vec![], 0));
+        let report = vec![SpendReport {
+            slice_id: slice.slice_id,
+            spent: slice.size,
+        }];
+        meter.grant(&request(1, 0, report, 1));
+        let consumed = |meter: &Meter| meter.ledger.as_ref().expect("ledger").consumed();
+        assert_eq!(consumed(&meter), slice.size);
+        let mut credit = request(1, 0, vec![], 2);
+        credit.credits = vec![
+            Credit {
+                window_start_ms: slice.window.start_ms,
+                amount: 3,
+            },
+            Credit {
+                window_start_ms: slice.window.start_ms - 60_000,
+                amount: 1_000,
+            },
+        ];
+        meter.grant(&credit);
+        assert_eq!(consumed(&meter), slice.size - 3);
+        credit.credits = vec![Credit {
+            window_start_ms: slice.window.start_ms,
+            amount: u64::MAX,
+        }];
+        meter.grant(&credit);
+        assert_eq!(consumed(&meter), 0, "never below nothing");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Input rules shared by the admin API (which reports every problem at once) and `apply`
 //! (which rejects a command that breaks one, whoever proposed it).
 
-use crate::limits::{Limit, Period};
+use crate::limits::{Limit, Period, Unit};
 
 /// Longest identifier (key ids, tenant ids, route ids in scopes).
 pub const MAX_ID_LEN: usize = 64;
@@ -17,8 +17,8 @@ pub const MAX_GRACE_SECS: u64 = 30 * 24 * 3600;
 pub const MAX_WINDOW_SECS: u64 = 366 * 24 * 3600;
 /// Most limits on one key or tenant.
 pub const MAX_LIMITS: usize = 8;
-/// Largest number of requests a limit may admit per window.
-pub const MAX_LIMIT_REQUESTS: u64 = 1_000_000_000_000;
+/// Largest amount a limit may admit per window (requests, tokens or millionths of a dollar).
+pub const MAX_LIMIT_AMOUNT: u64 = 1_000_000_000_000;
 
 /// One broken rule: which field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,35 +86,55 @@ pub fn scopes(values: &[String]) -> Result<(), FieldError> {
 /// last 1 s to a year, and a subject has at most one limit per period (two limits of the
 /// same period would only make the smaller one matter).
 pub fn limits(limits: &[Limit]) -> Result<(), FieldError> {
-    if limits.len() > MAX_LIMITS {
-        return Err(FieldError::new("limits", format!("at most {MAX_LIMITS} entries")));
-    }
-    for (index, limit) in limits.iter().enumerate() {
-        if limit.requests == 0 || limit.requests > MAX_LIMIT_REQUESTS {
-            return Err(FieldError::new(
-                format!("limits[{index}].requests"),
-                format!("must be 1 to {MAX_LIMIT_REQUESTS}"),
-            ));
+    for unit in [Unit::Requests, Unit::Tokens, Unit::MicroUsd] {
+        let of_unit: Vec<&Limit> = limits.iter().filter(|l| l.unit == unit).collect();
+        let (list, amount) = limit_fields(unit);
+        if of_unit.len() > MAX_LIMITS {
+            return Err(FieldError::new(list, format!("at most {MAX_LIMITS} entries")));
         }
-        if let Period::Seconds(secs) = limit.period {
-            if secs == 0 || secs > MAX_WINDOW_SECS {
+        for (index, limit) in of_unit.iter().enumerate() {
+            let place = if unit == Unit::Requests {
+                format!("{list}[{index}]")
+            } else {
+                list.to_owned()
+            };
+            if limit.amount == 0 || limit.amount > MAX_LIMIT_AMOUNT {
+                let most = if unit == Unit::MicroUsd {
+                    MAX_LIMIT_AMOUNT / 1_000_000
+                } else {
+                    MAX_LIMIT_AMOUNT
+                };
                 return Err(FieldError::new(
-                    format!("limits[{index}].window_secs"),
-                    format!("must be 1 to {MAX_WINDOW_SECS}"),
+                    format!("{place}.{amount}"),
+                    format!("must be more than 0 and at most {most}"),
                 ));
             }
-        }
-        if limits[..index]
-            .iter()
-            .any(|earlier| earlier.period == limit.period)
-        {
-            return Err(FieldError::new(
-                format!("limits[{index}]"),
-                "another limit has the same window",
-            ));
+            if let Period::Seconds(secs) = limit.period {
+                if secs == 0 || secs > MAX_WINDOW_SECS {
+                    return Err(FieldError::new(
+                        format!("{place}.window_secs"),
+                        format!("must be 1 to {MAX_WINDOW_SECS}"),
+                    ));
+                }
+            }
+            if of_unit[..index]
+                .iter()
+                .any(|earlier| earlier.period == limit.period)
+            {
+                return Err(FieldError::new(place, "another limit has the same window"));
+            }
         }
     }
     Ok(())
+}
+
+/// The API names of a unit's limits and of their amount.
+fn limit_fields(unit: Unit) -> (&'static str, &'static str) {
+    match unit {
+        Unit::Requests => ("limits", "requests"),
+        Unit::Tokens => ("token_limit", "tokens"),
+        Unit::MicroUsd => ("budget", "usd"),
+    }
 }
 
 /// Returns whether `name` is an HTTP header name: a non-empty RFC 9110 token of at most
@@ -181,23 +201,28 @@ mod tests {
 
     #[test]
     fn limits_need_a_positive_count_and_a_bounded_window() {
-        let ok = Limit {
-            requests: 10,
-            period: Period::Seconds(60),
+        let ok = Limit::requests(10, Period::Seconds(60));
+        let day = Limit::requests(1_000, Period::Day);
+        let tokens = Limit {
+            unit: Unit::Tokens,
+            ..ok
         };
-        let day = Limit {
-            requests: 1_000,
-            period: Period::Day,
-        };
-        assert!(limits(&[ok, day]).is_ok());
-        assert!(limits(&[Limit { requests: 0, ..ok }]).is_err());
+        assert!(
+            limits(&[ok, day, tokens]).is_ok(),
+            "units have windows of their own"
+        );
+        assert!(limits(&[Limit { amount: 0, ..ok }]).is_err());
+        assert_eq!(
+            limits(&[Limit { amount: 0, ..tokens }]).map_err(|e| e.field),
+            Err("token_limit.tokens".to_owned())
+        );
         assert!(limits(&[Limit {
             period: Period::Seconds(0),
             ..ok
         }])
         .is_err());
         assert!(
-            limits(&[ok, Limit { requests: 5, ..ok }]).is_err(),
+            limits(&[ok, Limit { amount: 5, ..ok }]).is_err(),
             "same window twice"
         );
         assert!(limits(&[ok; MAX_LIMITS + 1]).is_err());

@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The current format version marker. 2: keys carry a list of limits, and the state holds
-/// tenants and limit ledgers; 3: usage counts model tokens and cost (data written by an
+/// tenants and limit ledgers; 3: usage counts model tokens and cost; 4: limits have a unit
+/// (requests, tokens, money) and slice asks carry needs and credits (data written by an
 /// older version is refused, not misread).
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::actors::announcer::Announcer;
 use crate::actors::health_checker::HealthChecker;
 use crate::actors::janitor::ExpiryJanitor;
+use crate::actors::provider_monitor::ProviderMonitor;
 use crate::actors::quota_leaser::QuotaLeaser;
 use crate::actors::usage_flusher::UsageFlusher;
 use crate::admin::{self, AdminContext, AdminTokenDigest, AuthFailures};
@@ -101,14 +102,19 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     .with_context(|| format!("cannot bind the admin listener on {}", config.admin_addr))?
     .run();
 
+    let provider_health = Arc::new(dataplane::ai::health::ProviderHealth::default());
     let proxy_context = web::Data::new(ProxyContext {
         read_model: read_model.clone(),
         contact: cluster.leader_contact().clone(),
         max_staleness: config.max_staleness,
-        ai_client: reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .context("cannot build the provider client")?,
+        ai: dataplane::ai::AiContext {
+            client: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .context("cannot build the provider client")?,
+            health: provider_health.clone(),
+            monitor: ProviderMonitor::new(provider_health).start().recipient(),
+        },
     });
     let proxy = HttpServer::new(move || {
         App::new()

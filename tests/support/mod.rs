@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod providers;
 pub mod upstream;
 
 use std::collections::BTreeSet;

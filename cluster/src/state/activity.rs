@@ -12,6 +12,9 @@ use crate::command::{Audited, Command, Rejection, Response};
 const MAX_MODELS_PER_DELTA: usize = 256;
 /// Most models tracked per key.
 const MAX_MODELS_PER_KEY: usize = 1_024;
+/// Most kinds of masked personal data counted per key, and the longest kind name.
+const MAX_PII_KINDS: usize = 32;
+const MAX_PII_KIND_LEN: usize = 32;
 
 impl State {
     /// Returns a key's request totals, if it made any.
@@ -49,6 +52,27 @@ impl State {
                 }
             }
             usage.updated_at_ms = report.now_ms;
+            let mut masked = Vec::new();
+            for (kind, count) in &delta.pii_masked {
+                let fits = usage.pii_masked.len() < MAX_PII_KINDS || usage.pii_masked.contains_key(kind);
+                if *count > 0 && kind.len() <= MAX_PII_KIND_LEN && fits {
+                    let total = usage.pii_masked.entry(kind.clone()).or_default();
+                    *total = total.saturating_add(*count);
+                    masked.push(format!("{kind}={count}"));
+                }
+            }
+            // The audit log says that, and how much, personal data was kept from providers
+            // for this key; the values never left the node that masked them.
+            if !masked.is_empty() {
+                self.append_audit(AuditRecord {
+                    at_ms: report.now_ms,
+                    actor: format!("node-{}", report.node),
+                    action: "mask_pii".into(),
+                    target: delta.key_id.clone(),
+                    outcome: "ok".into(),
+                    details: masked.join(" "),
+                });
+            }
         }
         Ok(Response::UsageRecorded { keys: known })
     }
@@ -71,6 +95,7 @@ impl State {
             action: audited.command.kind().to_owned(),
             target: audited.command.target(),
             outcome: outcome.to_owned(),
+            details: String::new(),
         });
         Ok(response)
     }
@@ -93,6 +118,7 @@ impl State {
             action: record.action,
             target: record.target,
             outcome: record.outcome,
+            details: record.details,
         });
         seq
     }

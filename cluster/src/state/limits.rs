@@ -47,14 +47,28 @@ impl State {
             .keys
             .get_mut(&update.id)
             .ok_or_else(|| not_found(&update.id))?;
+        let limits = match &update.limits {
+            Some(changed) => {
+                let mut limits: Vec<Limit> = key
+                    .limits
+                    .iter()
+                    .filter(|l| !update.limit_units.contains(&l.unit))
+                    .copied()
+                    .collect();
+                limits.extend(changed.iter().filter(|l| update.limit_units.contains(&l.unit)));
+                validate::limits(&limits).map_err(invalid)?;
+                Some(limits)
+            }
+            None => None,
+        };
         if let Some(name) = &update.name {
             key.name = name.clone();
         }
         if let Some(scopes) = &update.scopes {
             key.scopes = scopes.clone();
         }
-        if let Some(limits) = &update.limits {
-            key.limits = limits.clone();
+        if let Some(limits) = limits {
+            key.limits = limits;
         }
         key.updated_at_ms = update.now_ms;
         let record = key.clone();
@@ -94,8 +108,9 @@ impl State {
     /// Drops the ledgers of a subject's limits that are no longer in `kept`. A limit whose
     /// count changed keeps its ledger: what was granted in the window still counts.
     pub(super) fn forget_meters(&mut self, subject: &Subject, kept: &[Limit]) {
-        self.meters
-            .retain(|id, _| &id.subject != subject || kept.iter().any(|l| l.period == id.period));
+        self.meters.retain(|id, _| {
+            &id.subject != subject || kept.iter().any(|l| l.period == id.period && l.unit == id.unit)
+        });
     }
 
     pub(super) fn grant_slices(&mut self, batch: &SliceBatch) -> Result<Response, Rejection> {
@@ -112,7 +127,11 @@ impl State {
             )));
         }
         for (index, ask) in batch.asks.iter().enumerate() {
-            for (field, len) in [("reports", ask.reports.len()), ("held", ask.held.len())] {
+            for (field, len) in [
+                ("reports", ask.reports.len()),
+                ("held", ask.held.len()),
+                ("credits", ask.credits.len()),
+            ] {
                 if len > MAX_SPEND_REPORTS {
                     return Err(invalid(FieldError::new(
                         format!("asks[{index}].{field}"),
@@ -128,7 +147,7 @@ impl State {
                 let Some(limit) = self
                     .limits_of(&ask.meter.subject)
                     .iter()
-                    .find(|l| l.period == ask.meter.period)
+                    .find(|l| l.period == ask.meter.period && l.unit == ask.meter.unit)
                     .copied()
                 else {
                     return SliceAnswer::NoLimit;
@@ -140,8 +159,10 @@ impl State {
                     held: ask.held.clone(),
                     limit,
                     want: ask.want,
+                    need: ask.need,
                     lease_ms: batch.lease_ms,
                     reports: ask.reports.clone(),
+                    credits: ask.credits.clone(),
                     now_ms: batch.now_ms,
                 }))
             })

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::activity::{AuditRecord, KeyUsageDelta, UsageReport};
 use crate::command::{Audited, KeyUpdate, NewKey, Outcome, Proposal, SliceAnswer, SliceAsk, SliceBatch};
-use crate::limits::{Limit, Period};
+use crate::limits::{Limit, Period, Unit};
 use crate::limits::{MeterId, Subject};
 use crate::route::{RouteAuth, UpstreamTarget};
 use crate::settings::StalePolicy;
@@ -27,8 +27,9 @@ fn new_key(id: &str, byte: u8) -> NewKey {
         tenant: Some("acme".to_owned()),
         scopes: vec!["*".to_owned()],
         limits: vec![Limit {
-            requests: 100,
+            amount: 100,
             period: Period::Seconds(60),
+            unit: Unit::Requests,
         }],
         expires_at_ms: None,
         metadata_json: "{}".to_owned(),
@@ -101,12 +102,7 @@ fn create_rejects_invalid_fields() {
         ("scopes[0]", Box::new(|k| k.scopes = vec!["no spaces".into()])),
         (
             "limits[0].requests",
-            Box::new(|k| {
-                k.limits = vec![Limit {
-                    requests: 0,
-                    period: Period::Seconds(1),
-                }]
-            }),
+            Box::new(|k| k.limits = vec![Limit::requests(0, Period::Seconds(1))]),
         ),
         ("expires_at", Box::new(|k| k.expires_at_ms = Some(T0 - 1))),
         ("metadata", Box::new(|k| k.metadata_json = "x".repeat(20_000))),
@@ -487,6 +483,7 @@ fn usage(node: NodeId, now: i64, keys: &[(&str, [u64; 5], i64)]) -> Command {
                 by_class: *by_class,
                 last_used_ms: T0 + last,
                 models: Vec::new(),
+                pii_masked: Vec::new(),
             })
             .collect(),
     }))
@@ -510,6 +507,26 @@ fn usage_reports_from_several_nodes_add_up() {
         "the latest use wins, not the latest report"
     );
     assert!(state.usage("gone").is_none());
+}
+
+#[test]
+fn masked_personal_data_is_counted_and_audited_without_values() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    let mut report = usage(3, 10, &[("key_a", [0, 1, 0, 0, 0], 9)]);
+    if let Command::RecordUsage(report) = &mut report {
+        report.keys[0].pii_masked = vec![("email".into(), 2), ("phone".into(), 1)];
+    }
+    apply(&mut state, &report);
+    apply(&mut state, &report);
+    let totals = state.usage("key_a").expect("usage recorded");
+    assert_eq!(totals.pii_masked.get("email"), Some(&4));
+    let entry = state.audit().back().expect("audited");
+    assert_eq!(
+        (entry.actor.as_str(), entry.action.as_str(), entry.target.as_str()),
+        ("node-3", "mask_pii", "key_a")
+    );
+    assert_eq!(entry.details, "email=2 phone=1");
 }
 
 #[test]
@@ -592,6 +609,7 @@ fn recorded_audit_entries_are_numbered_in_order() {
             action: "add_member".into(),
             target: target.into(),
             outcome: "ok".into(),
+            details: String::new(),
         }))
     };
     assert_eq!(
@@ -660,6 +678,7 @@ fn arb_plain_command() -> impl Strategy<Value = Command> {
                 name: None,
                 scopes: None,
                 limits: Some(requests.map(per_minute).into_iter().collect()),
+                limit_units: vec![Unit::Requests],
                 now_ms: T0 + now,
             }))
         }),
@@ -719,16 +738,14 @@ proptest! {
 }
 
 fn per_minute(requests: u64) -> Limit {
-    Limit {
-        requests,
-        period: Period::Seconds(60),
-    }
+    Limit::requests(requests, Period::Seconds(60))
 }
 
 fn key_meter(id: &str) -> MeterId {
     MeterId {
         subject: Subject::Key(id.to_owned()),
         period: Period::Seconds(60),
+        unit: Unit::Requests,
     }
 }
 
@@ -743,7 +760,9 @@ fn grant(node: NodeId, now: i64, asks: Vec<(MeterId, u64)>) -> Command {
             .map(|(meter, want)| SliceAsk {
                 meter,
                 want,
+                need: 0,
                 reports: vec![],
+                credits: vec![],
                 held: vec![],
             })
             .collect(),
@@ -771,6 +790,7 @@ fn slices_are_granted_from_the_keys_limit_and_unknown_meters_have_none() {
     let tenant_meter = MeterId {
         subject: Subject::Tenant("acme".into()),
         period: Period::Seconds(60),
+        unit: Unit::Requests,
     };
     let day_meter = MeterId {
         period: Period::Day,
@@ -828,6 +848,7 @@ fn updating_a_keys_limits_keeps_changed_ledgers_and_drops_removed_ones() {
             name: Some("renamed".into()),
             scopes: None,
             limits: Some(limits),
+            limit_units: vec![Unit::Requests],
             now_ms: T0 + 5,
         }))
     };
@@ -838,8 +859,26 @@ fn updating_a_keys_limits_keeps_changed_ledgers_and_drops_removed_ones() {
         state.meter(&key_meter("key_a")).is_some(),
         "a changed count keeps what was granted"
     );
+    // A token limit set on its own leaves the request limits as they are.
+    let tokens = Limit {
+        unit: Unit::Tokens,
+        ..per_minute(5_000)
+    };
+    let with_tokens = key(apply(
+        &mut state,
+        &Command::UpdateKey(Box::new(KeyUpdate {
+            id: "key_a".into(),
+            name: None,
+            scopes: None,
+            limits: Some(vec![tokens]),
+            limit_units: vec![Unit::Tokens],
+            now_ms: T0 + 6,
+        })),
+    ));
+    assert_eq!(with_tokens.limits, [per_minute(10), tokens]);
     key(apply(&mut state, &update(vec![])));
     assert!(state.meter(&key_meter("key_a")).is_none());
+    assert_eq!(state.key("key_a").map(|k| k.limits.clone()), Some(vec![tokens]));
 
     let before = state.clone();
     let invalid = rejected(apply(&mut state, &update(vec![per_minute(0)])));
@@ -849,6 +888,7 @@ fn updating_a_keys_limits_keeps_changed_ledgers_and_drops_removed_ones() {
         name: None,
         scopes: None,
         limits: None,
+        limit_units: vec![],
         now_ms: T0,
     }));
     assert_eq!(
@@ -874,6 +914,7 @@ fn tenants_are_put_replaced_and_deleted_with_their_meters() {
     let tenant_meter = MeterId {
         subject: Subject::Tenant("acme".into()),
         period: Period::Seconds(60),
+        unit: Unit::Requests,
     };
     let got = answers(apply(&mut state, &grant(2, 8, vec![(tenant_meter.clone(), 100)])));
     assert!(granted(&got[0]) <= 20);

@@ -4,5 +4,6 @@
 pub mod announcer;
 pub mod health_checker;
 pub mod janitor;
+pub mod provider_monitor;
 pub mod quota_leaser;
 pub mod usage_flusher;

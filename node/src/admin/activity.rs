@@ -98,6 +98,8 @@ struct AuditView<'a> {
     action: &'a str,
     target: &'a str,
     outcome: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    details: &'a str,
 }
 
 fn instant(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -157,6 +159,7 @@ pub async fn audit(
                 action: &e.action,
                 target: &e.target,
                 outcome: &e.outcome,
+                details: &e.details,
             })
             .collect();
         let more = found.next().is_some();

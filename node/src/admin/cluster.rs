@@ -182,6 +182,7 @@ async fn record_membership_change(
         action: action.to_owned(),
         target: id.to_string(),
         outcome,
+        details: String::new(),
     };
     if let Err(error) = ctx.cluster.write(Command::RecordAudit(Box::new(record))).await {
         tracing::warn!(%error, action, node = id, "membership change not recorded in the audit log");

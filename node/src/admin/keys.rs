@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
-use super::views::{now_ms, KeyView, KeyWithSecret, LimitBody};
+use super::views::{now_ms, BudgetBody, KeyView, KeyWithSecret, LimitBody, TokenLimitBody};
 use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 
 /// Default and largest page sizes of `GET /v1/keys`.
@@ -24,6 +24,8 @@ pub struct CreateKeyRequest {
     tenant: Option<String>,
     scopes: Option<Vec<String>>,
     limits: Option<Vec<LimitBody>>,
+    token_limit: Option<TokenLimitBody>,
+    budget: Option<BudgetBody>,
     expires_at: Option<String>,
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -69,16 +71,16 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
     }
     let scopes = request.scopes.unwrap_or_else(|| vec!["*".to_owned()]);
     check(validate::scopes(&scopes));
-    let limits = match LimitBody::parse_all(request.limits.as_deref().unwrap_or_default()) {
-        Ok(limits) => {
-            check(validate::limits(&limits));
-            limits
-        }
-        Err(problem) => {
-            check(Err(problem));
-            Vec::new()
-        }
-    };
+    let mut limit_problems = Vec::new();
+    let (limits, _) = super::limits::parse_limits(
+        request.limits.as_deref(),
+        Some(request.token_limit.as_ref()),
+        Some(request.budget.as_ref()),
+        &mut limit_problems,
+    );
+    for problem in limit_problems {
+        check(Err(problem));
+    }
     let expires_at_ms = match request.expires_at.as_deref().map(DateTime::parse_from_rfc3339) {
         None => None,
         Some(Ok(at)) => {

@@ -5,13 +5,15 @@
 use actix_web::{web, HttpResponse};
 use cluster::command::KeyUpdate;
 use cluster::validate::{self, FieldError};
-use cluster::{Command, Limit, MeterId, Response, State, Subject, Tenant};
+use cluster::{Command, Limit, MeterId, Response, State, Subject, Tenant, Unit};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::body::AdminJson;
 use super::error::ApiError;
-use super::views::{now_ms, rfc3339, KeyView, LimitBody};
+use super::views::{
+    now_ms, present_or_null, rfc3339, BudgetBody, KeyView, LimitBody, LimitsView, TokenLimitBody,
+};
 use super::{expect_outcome, path_id, read_state, AdminContext, Consistency};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -20,12 +22,23 @@ pub struct PatchKeyRequest {
     name: Option<String>,
     scopes: Option<Vec<String>>,
     limits: Option<Vec<LimitBody>>,
+    /// `null` removes the token limit.
+    #[serde(default, deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<TokenLimitBody>, nullable)]
+    token_limit: Option<Option<TokenLimitBody>>,
+    /// `null` removes the budget.
+    #[serde(default, deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<BudgetBody>, nullable)]
+    budget: Option<Option<BudgetBody>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutTenantRequest {
+    #[serde(default)]
     limits: Vec<LimitBody>,
+    token_limit: Option<TokenLimitBody>,
+    budget: Option<BudgetBody>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -35,15 +48,40 @@ pub struct ReadQuery {
     consistency: Consistency,
 }
 
-/// Converts and checks API limits, collecting the problem into `problems`.
-fn parse_limits(bodies: &[LimitBody], problems: &mut Vec<FieldError>) -> Vec<Limit> {
-    match LimitBody::parse_all(bodies).and_then(|limits| validate::limits(&limits).map(|()| limits)) {
-        Ok(limits) => limits,
-        Err(problem) => {
-            problems.push(problem);
-            Vec::new()
+/// Converts and checks the limits of each unit the API was given (request limits, a token
+/// limit, a budget), collecting problems into `problems`. Returns the limits and the units
+/// they replace.
+pub(crate) fn parse_limits(
+    requests: Option<&[LimitBody]>,
+    token_limit: Option<Option<&TokenLimitBody>>,
+    budget: Option<Option<&BudgetBody>>,
+    problems: &mut Vec<FieldError>,
+) -> (Vec<Limit>, Vec<Unit>) {
+    let mut limits = Vec::new();
+    let mut units = Vec::new();
+    let mut take = |unit: Unit, parsed: Result<Vec<Limit>, FieldError>| {
+        units.push(unit);
+        match parsed.and_then(|parsed| validate::limits(&parsed).map(|()| parsed)) {
+            Ok(parsed) => limits.extend(parsed),
+            Err(problem) => problems.push(problem),
         }
+    };
+    if let Some(bodies) = requests {
+        take(Unit::Requests, LimitBody::parse_all(bodies));
     }
+    if let Some(body) = token_limit {
+        take(
+            Unit::Tokens,
+            body.map(TokenLimitBody::parse).transpose().map(Vec::from_iter),
+        );
+    }
+    if let Some(body) = budget {
+        take(
+            Unit::MicroUsd,
+            body.map(BudgetBody::parse).transpose().map(Vec::from_iter),
+        );
+    }
+    (limits, units)
 }
 
 /// `PATCH /v1/keys/{id}`: changes the fields present in the body. New limits apply to the
@@ -73,7 +111,12 @@ pub async fn patch_key(
     if let Err(problem) = request.scopes.as_deref().map_or(Ok(()), validate::scopes) {
         problems.push(problem);
     }
-    let limits = request.limits.map(|bodies| parse_limits(&bodies, &mut problems));
+    let (limits, limit_units) = parse_limits(
+        request.limits.as_deref(),
+        request.token_limit.as_ref().map(Option::as_ref),
+        request.budget.as_ref().map(Option::as_ref),
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
@@ -82,7 +125,8 @@ pub async fn patch_key(
         id,
         name: request.name,
         scopes: request.scopes,
-        limits,
+        limits: (!limit_units.is_empty()).then_some(limits),
+        limit_units,
         now_ms: now,
     }));
     let written = ctx.audited_write(&admin, command).await?;
@@ -97,7 +141,8 @@ pub async fn patch_key(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TenantView {
     id: String,
-    limits: Vec<LimitBody>,
+    #[serde(flatten)]
+    limits: LimitsView,
     created_at: String,
     updated_at: String,
 }
@@ -114,7 +159,7 @@ impl From<&Tenant> for TenantView {
     fn from(tenant: &Tenant) -> Self {
         Self {
             id: tenant.id.clone(),
-            limits: tenant.limits.iter().map(LimitBody::from).collect(),
+            limits: LimitsView::of(&tenant.limits),
             created_at: rfc3339(tenant.created_at_ms),
             updated_at: rfc3339(tenant.updated_at_ms),
         }
@@ -140,7 +185,13 @@ pub async fn put_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(id.into_inner())?;
     let mut problems = Vec::new();
-    let limits = parse_limits(&body.0.limits, &mut problems);
+    let body = body.0;
+    let (limits, _) = parse_limits(
+        Some(&body.limits),
+        Some(body.token_limit.as_ref()),
+        Some(body.budget.as_ref()),
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
@@ -236,8 +287,15 @@ pub async fn delete_tenant(
 pub(crate) struct LimitView {
     /// `key` or `tenant`: whose requests the limit counts.
     applies_to: &'static str,
-    #[serde(flatten)]
-    limit: LimitBody,
+    /// What the limit counts: `requests`, `tokens` or `micro_usd` (millionths of a dollar,
+    /// for budgets); `consumed` and `remaining` are in this unit.
+    unit: &'static str,
+    /// The limit: at most this much per window.
+    amount: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period: Option<super::views::CalendarBody>,
     window_start: String,
     window_end: String,
     /// Requests the window's granted capacity may have paid for: what nodes reported
@@ -267,16 +325,27 @@ fn limit_views(state: &State, subject: &Subject, now: i64) -> Vec<LimitView> {
             let meter = MeterId {
                 subject: subject.clone(),
                 period: limit.period,
+                unit: limit.unit,
             };
             let ledger = state.meter(&meter).and_then(|m| m.current(limit.period, now));
             let consumed = ledger.map_or(0, |l| l.consumed());
+            let LimitBody {
+                window_secs, period, ..
+            } = LimitBody::from(limit);
             LimitView {
                 applies_to,
-                limit: LimitBody::from(limit),
+                unit: match limit.unit {
+                    Unit::Requests => "requests",
+                    Unit::Tokens => "tokens",
+                    Unit::MicroUsd => "micro_usd",
+                },
+                amount: limit.amount,
+                window_secs,
+                period,
                 window_start: rfc3339(window.start_ms),
                 window_end: rfc3339(window.end_ms),
                 consumed,
-                remaining: limit.requests.saturating_sub(consumed),
+                remaining: limit.amount.saturating_sub(consumed),
                 asks: ledger.map_or(0, |l| l.asks),
                 held_by_node: ledger
                     .map(|l| l.held_by_node(now))

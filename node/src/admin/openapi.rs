@@ -105,6 +105,8 @@ pub(crate) struct AuditEntry {
     action: String,
     target: String,
     outcome: String,
+    /// More about it when there is more, such as counts of masked personal data.
+    details: Option<String>,
 }
 
 #[derive(ToSchema)]

@@ -98,6 +98,7 @@ mod tests {
             secret_valid_until_ms: until,
             usage: Arc::default(),
             meters: Arc::new([]),
+            ai_meters: Arc::new([]),
         }
     }
 

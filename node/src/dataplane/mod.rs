@@ -48,8 +48,8 @@ pub struct ProxyContext {
     pub read_model: Arc<ReadModel>,
     pub contact: Arc<LeaderContact>,
     pub max_staleness: Duration,
-    /// Calls model providers (HTTPS, pooled) for AI routes.
-    pub ai_client: reqwest::Client,
+    /// Calls model providers for AI routes and tracks how they do.
+    pub ai: ai::AiContext,
 }
 
 /// Registers the proxy: every path goes through [`handle`].
@@ -131,8 +131,12 @@ async fn handle(
             } else {
                 path.strip_prefix(route.path_prefix.as_str()).unwrap_or_default()
             };
-            let usage = key.as_ref().map(|k| k.usage.clone());
-            return ai::serve(&ctx.ai_client, &req, rest, payload, ai, route.timeout, usage)
+            let caller = key.as_ref().map(|k| ai::AiCaller {
+                usage: k.usage.clone(),
+                meters: &k.ai_meters,
+                limiter: ctx.read_model.limiter(),
+            });
+            return ai::serve(&ctx.ai, &req, rest, payload, ai, route.timeout, caller)
                 .await
                 .map_err(Refused::Proxy);
         }

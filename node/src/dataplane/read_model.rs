@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cluster::model::SecretHash;
-use cluster::{Command, KeyRecord, KeyStatus, MeterId, Proposal, StalePolicy, State, Subject};
+use cluster::{Command, KeyRecord, KeyStatus, MeterId, Proposal, StalePolicy, State, Subject, Unit};
 use storage::ApplyObserver;
 
 use super::jwt::jwks::JwksRegistry;
@@ -58,8 +58,10 @@ pub struct KeyAuth {
     pub secret_valid_until_ms: Option<i64>,
     /// Where this node counts the key's requests until the next usage report.
     pub usage: Arc<UsageCell>,
-    /// The key's own limits and its tenant's; empty when none apply.
+    /// The key's own request limits and its tenant's; empty when none apply.
     pub meters: Arc<[Arc<LocalMeter>]>,
+    /// The key's and its tenant's token limits and budgets, which AI requests reserve from.
+    pub ai_meters: Arc<[Arc<LocalMeter>]>,
 }
 
 /// An immutable view of everything the proxy reads.
@@ -151,22 +153,29 @@ impl ReadModel {
         }
     }
 
-    /// The meters of a key's own limits and of its tenant's.
-    fn meters_of(&self, state: &State, record: &KeyRecord) -> Arc<[Arc<LocalMeter>]> {
+    /// The meters of a key's own limits and of its tenant's: those counting requests, and
+    /// those counting tokens and money.
+    fn meters_of(
+        &self,
+        state: &State,
+        record: &KeyRecord,
+    ) -> (Arc<[Arc<LocalMeter>]>, Arc<[Arc<LocalMeter>]>) {
         let key = Subject::Key(record.id.clone());
         let tenant = record.tenant.clone().map(Subject::Tenant);
-        std::iter::once(key)
+        let (requests, ai): (Vec<_>, Vec<_>) = std::iter::once(key)
             .chain(tenant)
             .flat_map(|subject| {
                 state.limits_of(&subject).iter().map(move |limit| {
                     let id = MeterId {
                         subject: subject.clone(),
                         period: limit.period,
+                        unit: limit.unit,
                     };
                     self.limiter.meter(id, limit)
                 })
             })
-            .collect()
+            .partition(|meter| meter.unit() == Unit::Requests);
+        (requests.into(), ai.into())
     }
 
     fn insert_key(&self, view: &mut View, writer: &mut WriterSide, state: &State, record: &KeyRecord) {
@@ -181,7 +190,7 @@ impl ReadModel {
             .and_then(|t| http1::HeaderValue::from_str(t).ok());
         let usage = writer.usage_by_key.entry(record.id.clone()).or_default().clone();
         let scopes = Scopes::of(&record.scopes);
-        let meters = self.meters_of(state, record);
+        let (meters, ai_meters) = self.meters_of(state, record);
         let mut hashes = Vec::with_capacity(record.secrets.len());
         for secret in &record.secrets {
             view.keys.insert(
@@ -195,6 +204,7 @@ impl ReadModel {
                     secret_valid_until_ms: secret.valid_until_ms,
                     usage: usage.clone(),
                     meters: meters.clone(),
+                    ai_meters: ai_meters.clone(),
                 }),
             );
             hashes.push(secret.hash);

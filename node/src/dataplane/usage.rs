@@ -1,7 +1,7 @@
 //! Per-key request counting on this node. The hot path adds to atomics; the usage flusher
 //! drains them into a replicated report now and then (never one Raft write per request).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -14,6 +14,8 @@ pub struct UsageCell {
     last_used_ms: AtomicI64,
     /// Model tokens and cost of AI routes, by `provider/model` (AI requests only).
     models: Mutex<HashMap<String, ModelUsage>>,
+    /// Items of personal data masked in prompts, by kind.
+    pii_masked: Mutex<BTreeMap<String, u64>>,
 }
 
 impl UsageCell {
@@ -30,6 +32,17 @@ impl UsageCell {
         models.entry(model.to_owned()).or_default().add(usage);
     }
 
+    /// Counts the items masked in one prompt, by kind (never their values).
+    pub fn record_pii<K: AsRef<str>>(&self, counts: impl IntoIterator<Item = (K, u64)>) {
+        let mut masked = self.pii_masked.lock().unwrap_or_else(PoisonError::into_inner);
+        for (kind, count) in counts {
+            if count > 0 {
+                let total = masked.entry(kind.as_ref().to_owned()).or_default();
+                *total = total.saturating_add(count);
+            }
+        }
+    }
+
     /// Takes the counts accumulated since the last drain, if there are any.
     pub fn drain(&self, key_id: &str) -> Option<KeyUsageDelta> {
         let by_class: [u64; STATUS_CLASSES] =
@@ -38,7 +51,11 @@ impl UsageCell {
             std::mem::take(&mut *self.models.lock().unwrap_or_else(PoisonError::into_inner))
                 .into_iter()
                 .collect();
-        if by_class.iter().all(|&n| n == 0) && models.is_empty() {
+        let pii_masked: Vec<(String, u64)> =
+            std::mem::take(&mut *self.pii_masked.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_iter()
+                .collect();
+        if by_class.iter().all(|&n| n == 0) && models.is_empty() && pii_masked.is_empty() {
             return None;
         }
         Some(KeyUsageDelta {
@@ -46,6 +63,7 @@ impl UsageCell {
             by_class,
             last_used_ms: self.last_used_ms.load(Ordering::Relaxed),
             models,
+            pii_masked,
         })
     }
 
@@ -57,6 +75,7 @@ impl UsageCell {
         for (model, usage) in &delta.models {
             self.record_model(model, usage);
         }
+        self.record_pii(delta.pii_masked.iter().map(|(kind, n)| (kind, *n)));
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cluster::command::{SliceAnswer, SliceAsk};
-use cluster::limits::{SpendReport, Window};
-use cluster::{Limit, MeterId, Period};
+use cluster::limits::{Credit, SpendReport, Window};
+use cluster::{Limit, MeterId, Period, Unit};
 use tokio::sync::Notify;
 
 /// A slice is sized to last about this long at the recent request rate.
@@ -52,8 +52,34 @@ pub struct Admission {
 pub struct Refusal {
     /// A rate limit (`rate_limited`) rather than a calendar quota (`quota_exceeded`).
     pub rate: bool,
+    pub unit: Unit,
     pub limit: u64,
     pub reset_ms: i64,
+}
+
+/// What reserving an amount (an AI request's upper bound of tokens or cost) gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    Taken(Portion),
+    Refused(Refusal),
+    Wait,
+    Unreachable,
+}
+
+/// An amount taken from held slices, remembered so that what the request did not use can
+/// be given back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Portion {
+    /// `(slice id, amount)` in the order taken.
+    parts: Vec<(u64, u64)>,
+    window: Option<Window>,
+}
+
+impl Portion {
+    /// What the portion holds in all.
+    pub fn amount(&self) -> u64 {
+        self.parts.iter().map(|(_, amount)| amount).sum()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,14 +104,21 @@ struct Held {
     reports: Vec<SpendReport>,
     /// The cluster granted nothing for this window; refuse until the recheck time.
     exhausted: Option<(Window, i64)>,
+    /// The last grant left nothing ungranted in this window: a reservation larger than
+    /// what is held is refused until the recheck time.
+    drained: Option<(Window, i64)>,
+    /// What waiting reservations want in all.
+    waiting_amount: u64,
+    /// Unused capacity of reported slices to give back.
+    credits: Vec<Credit>,
     /// Ungranted capacity cluster-wide after the last grant.
     cluster_remaining: u64,
     /// Requests taken or waited for since the last ask, counted from `demand_since_ms`.
     demand: u64,
     demand_since_ms: i64,
     waiting: u32,
-    /// An ask is in flight: its want, and the reports it carries.
-    asking: Option<(u64, Vec<SpendReport>)>,
+    /// An ask is in flight: its want, and the reports and credits it carries.
+    asking: Option<(u64, Vec<SpendReport>, Vec<Credit>)>,
     last_grant: u64,
     /// The replicated state no longer has this limit.
     gone: bool,
@@ -114,11 +147,34 @@ impl Held {
         self.slices.iter().map(|s| s.size - s.spent).sum()
     }
 
-    fn count_demand(&mut self, now_ms: i64) {
+    fn count_demand(&mut self, now_ms: i64, amount: u64) {
         if self.demand == 0 {
             self.demand_since_ms = now_ms;
         }
-        self.demand += 1;
+        self.demand = self.demand.saturating_add(amount);
+    }
+
+    /// Adds `amount` to the credits of the window starting at `window_start_ms`.
+    fn credit(&mut self, window_start_ms: i64, amount: u64) {
+        match self
+            .credits
+            .iter_mut()
+            .find(|c| c.window_start_ms == window_start_ms)
+        {
+            Some(credit) => credit.amount = credit.amount.saturating_add(amount),
+            None => self.credits.push(Credit {
+                window_start_ms,
+                amount,
+            }),
+        }
+    }
+
+    fn refusal_pending(&self, now_ms: i64) -> Option<Window> {
+        [self.exhausted, self.drained]
+            .into_iter()
+            .flatten()
+            .find(|(window, recheck_at)| window.contains(now_ms) && now_ms < *recheck_at)
+            .map(|(window, _)| window)
     }
 
     fn low(&self) -> bool {
@@ -130,7 +186,7 @@ impl Held {
 #[derive(Debug)]
 pub struct LocalMeter {
     id: MeterId,
-    requests: AtomicU64,
+    amount: AtomicU64,
     held: Mutex<Held>,
     granted: Notify,
 }
@@ -139,7 +195,7 @@ impl LocalMeter {
     pub fn new(id: MeterId, limit: &Limit) -> Self {
         Self {
             id,
-            requests: AtomicU64::new(limit.requests),
+            amount: AtomicU64::new(limit.amount),
             held: Mutex::default(),
             granted: Notify::new(),
         }
@@ -149,8 +205,13 @@ impl LocalMeter {
     /// with the limit as it now stands (a changed count keeps the ledger's window; a limit
     /// the cluster had reported gone is back).
     pub fn set_limit(&self, limit: &Limit) {
-        self.requests.store(limit.requests, Ordering::Relaxed);
+        self.amount.store(limit.amount, Ordering::Relaxed);
         self.held().gone = false;
+    }
+
+    /// What the meter's limit counts.
+    pub fn unit(&self) -> Unit {
+        self.id.unit
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
@@ -163,7 +224,7 @@ impl LocalMeter {
 
     /// Takes one request. The second value says the leaser should ask for more now.
     pub fn take(&self, now_ms: i64) -> (Take, bool) {
-        let limit = self.requests.load(Ordering::Relaxed);
+        let limit = self.amount.load(Ordering::Relaxed);
         let mut held = self.held();
         held.close_spent(now_ms);
         if held.gone {
@@ -178,7 +239,7 @@ impl LocalMeter {
         if let Some(slice) = held.slices.front_mut() {
             slice.spent += 1;
             let (id, reset_ms) = (slice.id, slice.window.end_ms);
-            held.count_demand(now_ms);
+            held.count_demand(now_ms, 1);
             let remaining = held.cluster_remaining.saturating_add(held.available());
             let wake = held.asking.is_none() && held.low();
             let admission = Admission {
@@ -191,15 +252,10 @@ impl LocalMeter {
         }
         match held.exhausted {
             Some((window, recheck_at)) if window.contains(now_ms) && now_ms < recheck_at => {
-                let refusal = Refusal {
-                    rate: matches!(self.id.period, Period::Seconds(_)),
-                    limit,
-                    reset_ms: window.end_ms,
-                };
-                (Take::Refused(refusal), false)
+                (Take::Refused(self.refusal(limit, window)), false)
             }
             _ if held.unreachable => {
-                held.count_demand(now_ms);
+                held.count_demand(now_ms, 1);
                 (Take::Unreachable, held.asking.is_none())
             }
             _ => {
@@ -207,6 +263,74 @@ impl LocalMeter {
                 (Take::Wait, held.asking.is_none())
             }
         }
+    }
+
+    fn refusal(&self, limit: u64, window: Window) -> Refusal {
+        Refusal {
+            rate: matches!(self.id.period, Period::Seconds(_)),
+            unit: self.id.unit,
+            limit,
+            reset_ms: window.end_ms,
+        }
+    }
+
+    /// Takes `amount` at once from the held slices (an AI request's upper bound), all or
+    /// nothing. The second value says the leaser should ask for more now.
+    pub fn reserve(&self, now_ms: i64, amount: u64) -> (Reserve, bool) {
+        let limit = self.amount.load(Ordering::Relaxed);
+        let mut held = self.held();
+        held.close_spent(now_ms);
+        if held.gone || amount == 0 {
+            return (Reserve::Taken(Portion::default()), false);
+        }
+        if held.available() >= amount {
+            let portion = take_from(&mut held.slices, amount);
+            held.count_demand(now_ms, amount);
+            let wake = held.asking.is_none() && held.low();
+            return (Reserve::Taken(portion), wake);
+        }
+        if let Some(window) = held.refusal_pending(now_ms) {
+            return (Reserve::Refused(self.refusal(limit, window)), false);
+        }
+        if held.unreachable {
+            held.count_demand(now_ms, amount);
+            return (Reserve::Unreachable, held.asking.is_none());
+        }
+        held.exhausted = None;
+        (Reserve::Wait, held.asking.is_none())
+    }
+
+    /// Takes up to `amount` from the held slices without waiting (a request used more
+    /// than it reserved); returns what could not be taken.
+    pub fn take_overrun(&self, now_ms: i64, amount: u64) -> u64 {
+        let mut held = self.held();
+        held.close_spent(now_ms);
+        let available = held.available().min(amount);
+        take_from(&mut held.slices, available);
+        amount - available
+    }
+
+    /// Gives back `amount` of what `portion` took, latest slices first: into a slice still
+    /// held, into a report not yet sent, or else as a credit to the window, once the
+    /// slice's report has gone out.
+    pub fn give_back(&self, portion: &Portion, amount: u64) {
+        let mut left = amount.min(portion.amount());
+        let mut held = self.held();
+        for &(slice_id, taken) in portion.parts.iter().rev() {
+            if left == 0 {
+                break;
+            }
+            let back = taken.min(left);
+            left -= back;
+            if let Some(slice) = held.slices.iter_mut().find(|s| s.id == slice_id) {
+                slice.spent = slice.spent.saturating_sub(back);
+            } else if let Some(report) = held.reports.iter_mut().find(|r| r.slice_id == slice_id) {
+                report.spent = report.spent.saturating_sub(back);
+            } else if let Some(window) = portion.window {
+                held.credit(window.start_ms, back);
+            }
+        }
+        held.demand = held.demand.saturating_sub(amount);
     }
 
     /// Gives back one request taken from `slice` (another limit refused the request).
@@ -226,12 +350,13 @@ impl LocalMeter {
         self.granted.notified()
     }
 
-    /// Counts a request waiting for capacity until the guard drops.
-    pub fn waiter(&self, now_ms: i64) -> Waiter<'_> {
+    /// Counts a request waiting for `amount` until the guard drops.
+    pub fn waiter(&self, now_ms: i64, amount: u64) -> Waiter<'_> {
         let mut held = self.held();
         held.waiting += 1;
-        held.count_demand(now_ms);
-        Waiter { meter: self }
+        held.waiting_amount = held.waiting_amount.saturating_add(amount);
+        held.count_demand(now_ms, amount);
+        Waiter { meter: self, amount }
     }
 
     /// What the quota leaser should send for this meter now, if anything: the spend of
@@ -246,27 +371,37 @@ impl LocalMeter {
             .exhausted
             .is_some_and(|(window, recheck_at)| window.contains(now_ms) && now_ms < recheck_at);
         let wanted = !held.gone && !exhausted && (held.waiting > 0 || (held.demand > 0 && held.low()));
+        // A request costs one unit, which any slice covers: request limits keep to the fair
+        // share, so that a burst of waiting requests on one node cannot take more.
+        let need = if wanted && self.id.unit != Unit::Requests {
+            held.waiting_amount.saturating_sub(held.available())
+        } else {
+            0
+        };
         let want = if wanted {
             let span = (now_ms - held.demand_since_ms).max(MIN_RATE_SPAN_MS);
             let per_slice =
                 u64::try_from(i128::from(held.demand) * i128::from(SLICE_TARGET_MS) / i128::from(span))
                     .unwrap_or(u64::MAX);
-            per_slice.max(u64::from(held.waiting)).max(1)
+            per_slice.max(need).max(u64::from(held.waiting)).max(1)
         } else {
             0
         };
-        if want == 0 && held.reports.is_empty() {
+        if want == 0 && held.reports.is_empty() && held.credits.is_empty() {
             return None;
         }
         let reports = std::mem::take(&mut held.reports);
+        let credits = std::mem::take(&mut held.credits);
         if want > 0 {
             held.demand = 0;
         }
-        held.asking = Some((want, reports.clone()));
+        held.asking = Some((want, reports.clone(), credits.clone()));
         Some(SliceAsk {
             meter: self.id.clone(),
             want,
+            need,
             reports,
+            credits,
             held: held.slices.iter().map(|s| s.id).collect(),
         })
     }
@@ -288,14 +423,17 @@ impl LocalMeter {
             .collect();
         held.reports.extend(closed);
         let reports = std::mem::take(&mut held.reports);
-        if reports.is_empty() {
+        let credits = std::mem::take(&mut held.credits);
+        if reports.is_empty() && credits.is_empty() {
             return None;
         }
-        held.asking = Some((0, reports.clone()));
+        held.asking = Some((0, reports.clone(), credits.clone()));
         Some(SliceAsk {
             meter: self.id.clone(),
             want: 0,
+            need: 0,
             reports,
+            credits,
             held: Vec::new(),
         })
     }
@@ -303,11 +441,13 @@ impl LocalMeter {
     /// Takes the cluster's answer to this node's last ask.
     pub fn absorb(&self, answer: &SliceAnswer, now_ms: i64) {
         let mut held = self.held();
-        let want = held.asking.take().map_or(0, |(want, _)| want);
+        let want = held.asking.take().map_or(0, |(want, _, _)| want);
         held.unreachable = false;
         match answer {
             SliceAnswer::Granted(grant) => {
                 held.cluster_remaining = grant.remaining;
+                held.drained =
+                    (grant.remaining == 0).then_some((grant.window, now_ms + EXHAUSTED_RECHECK_MS));
                 if grant.size > 0 {
                     held.slices.push_back(HeldSlice {
                         id: grant.slice_id,
@@ -332,8 +472,11 @@ impl LocalMeter {
     /// cluster already applied is ignored the second time).
     pub fn ask_failed(&self) {
         let mut held = self.held();
-        if let Some((_, reports)) = held.asking.take() {
+        if let Some((_, reports, credits)) = held.asking.take() {
             held.reports.extend(reports);
+            for credit in credits {
+                held.credit(credit.window_start_ms, credit.amount);
+            }
         }
         held.unreachable = true;
         drop(held);
@@ -348,20 +491,45 @@ impl LocalMeter {
     /// Whether the meter holds nothing and owes no report, so it may be forgotten.
     pub fn is_idle(&self) -> bool {
         let held = self.held();
-        held.slices.is_empty() && held.reports.is_empty() && held.asking.is_none() && held.waiting == 0
+        held.slices.is_empty()
+            && held.reports.is_empty()
+            && held.credits.is_empty()
+            && held.asking.is_none()
+            && held.waiting == 0
     }
 }
 
 /// A request waiting for a grant; see [`LocalMeter::waiter`].
 pub struct Waiter<'a> {
     meter: &'a LocalMeter,
+    amount: u64,
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let mut held = self.meter.held();
         held.waiting = held.waiting.saturating_sub(1);
+        held.waiting_amount = held.waiting_amount.saturating_sub(self.amount);
     }
+}
+
+/// Takes `amount` (no more than the slices hold) from the slices, front first.
+fn take_from(slices: &mut VecDeque<HeldSlice>, amount: u64) -> Portion {
+    let mut portion = Portion::default();
+    let mut left = amount;
+    for slice in slices.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        let taken = (slice.size - slice.spent).min(left);
+        if taken > 0 {
+            slice.spent += taken;
+            left -= taken;
+            portion.parts.push((slice.id, taken));
+            portion.window = Some(slice.window);
+        }
+    }
+    portion
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
-use cluster::{Limit, MeterId};
+use cluster::{Limit, MeterId, Unit};
 use tokio::sync::Notify;
 
-pub use meter::{Admission, LocalMeter, Refusal, Take};
+pub use meter::{Admission, LocalMeter, Portion, Refusal, Reserve, Take};
 
 /// Longest a request waits for capacity when this node holds none (normally one Raft
 /// round trip). Once an ask has failed, requests are refused at once instead.
@@ -139,6 +139,22 @@ impl Limiter {
             Take::Wait => {}
             decided => return Self::decided(decided),
         }
+        self.wait_for(meter, 1, deadline, |now| match self.take_now(meter, now) {
+            Take::Wait => None,
+            decided => Some(Self::decided(decided)),
+        })
+        .await
+    }
+
+    /// Waits until `attempt` decides, retrying after each grant to `meter`, until the
+    /// shared `deadline`; meanwhile counts a waiter for `amount`, so the leaser asks for it.
+    async fn wait_for<T>(
+        &self,
+        meter: &LocalMeter,
+        amount: u64,
+        deadline: &mut Option<tokio::time::Instant>,
+        mut attempt: impl FnMut(i64) -> Option<Result<T, LimitError>>,
+    ) -> Result<T, LimitError> {
         let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + GRANT_WAIT);
         loop {
             // Registered before taking again, so a grant landing in between is not missed.
@@ -146,17 +162,55 @@ impl Limiter {
             tokio::pin!(granted);
             granted.as_mut().enable();
             let now = crate::clock::now_ms();
-            match self.take_now(meter, now) {
-                Take::Wait => {
-                    let _waiting = meter.waiter(now);
-                    self.wake_leaser();
-                    if tokio::time::timeout_at(deadline, granted).await.is_err() {
-                        return Err(LimitError::Unavailable);
-                    }
-                }
-                decided => return Self::decided(decided),
+            if let Some(decided) = attempt(now) {
+                return decided;
+            }
+            let _waiting = meter.waiter(now, amount);
+            self.wake_leaser();
+            if tokio::time::timeout_at(deadline, granted).await.is_err() {
+                return Err(LimitError::Unavailable);
             }
         }
+    }
+
+    /// Reserves an AI request's upper bound against each `(meter, amount)`, all or none.
+    /// Settle the reservation with the real usage once it is known; dropped unsettled, it
+    /// stays spent in full (never less than was used).
+    pub async fn reserve(
+        &self,
+        amounts: &[(Arc<LocalMeter>, u64)],
+        now_ms: i64,
+    ) -> Result<Reservation, LimitError> {
+        let mut reservation = Reservation {
+            portions: Vec::with_capacity(amounts.len()),
+        };
+        let mut deadline = None;
+        for (meter, amount) in amounts {
+            let attempt = |now| {
+                let (reserve, wake) = meter.reserve(now, *amount);
+                if wake {
+                    self.wake_leaser();
+                }
+                match reserve {
+                    Reserve::Taken(portion) => Some(Ok(portion)),
+                    Reserve::Refused(refusal) => Some(Err(LimitError::Refused(refusal))),
+                    Reserve::Unreachable => Some(Err(LimitError::Unavailable)),
+                    Reserve::Wait => None,
+                }
+            };
+            let taken = match attempt(now_ms) {
+                Some(decided) => decided,
+                None => self.wait_for(meter, *amount, &mut deadline, attempt).await,
+            };
+            match taken {
+                Ok(portion) => reservation.portions.push((meter.clone(), portion)),
+                Err(error) => {
+                    reservation.release();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(reservation)
     }
 
     /// Takes from `meter`, waking the leaser when the meter asks for it.
@@ -178,6 +232,46 @@ impl Limiter {
     }
 }
 
+/// What an AI request reserved from its key's and tenant's token and budget meters.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    portions: Vec<(Arc<LocalMeter>, Portion)>,
+}
+
+impl Reservation {
+    /// Settles with what the request really used, `used(unit)`: the unused rest goes back
+    /// (to the slice, or as a credit once the slice was reported); an amount used beyond
+    /// the reservation is taken from what this node holds, and what it does not hold is
+    /// counted as an overrun.
+    pub fn settle(mut self, used: impl Fn(Unit) -> u64) {
+        let now = crate::clock::now_ms();
+        for (meter, portion) in std::mem::take(&mut self.portions) {
+            let reserved = portion.amount();
+            let used = used(meter.unit());
+            if used <= reserved {
+                meter.give_back(&portion, reserved - used);
+            } else {
+                let short = meter.take_overrun(now, used - reserved);
+                if short > 0 {
+                    metrics::counter!("credentialflow_limit_overrun_total").increment(short);
+                    tracing::warn!(
+                        meter = ?meter.unit(),
+                        short,
+                        "a request used more than its reservation and this node held too little"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Gives everything back: the request never reached a provider.
+    pub fn release(&mut self) {
+        for (meter, portion) in self.portions.drain(..) {
+            meter.give_back(&portion, portion.amount());
+        }
+    }
+}
+
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
@@ -191,6 +285,8 @@ impl LimitError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
+            LimitError::Refused(refusal) if refusal.unit == Unit::Tokens => "token_limit_exceeded",
+            LimitError::Refused(refusal) if refusal.unit == Unit::MicroUsd => "budget_exceeded",
             LimitError::Refused(refusal) if refusal.rate => "rate_limited",
             LimitError::Refused(_) => "quota_exceeded",
             LimitError::Unavailable => "limit_unavailable",
@@ -204,10 +300,17 @@ impl LimitError {
             LimitError::Refused(refusal) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 seconds_until(refusal.reset_ms, now_ms),
-                if refusal.rate {
-                    "the key's or tenant's rate limit is reached for this window"
-                } else {
-                    "the key's or tenant's quota is used up for this period"
+                match refusal.unit {
+                    Unit::Tokens => {
+                        "the key's or tenant's token limit leaves too little for this request in this window"
+                    }
+                    Unit::MicroUsd => {
+                        "the key's or tenant's budget leaves too little for this request in this period"
+                    }
+                    Unit::Requests if refusal.rate => {
+                        "the key's or tenant's rate limit is reached for this window"
+                    }
+                    Unit::Requests => "the key's or tenant's quota is used up for this period",
                 },
             ),
             LimitError::Unavailable => (
