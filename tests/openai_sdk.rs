@@ -169,7 +169,6 @@ fn the_openai_sdk_is_served_exactly_by_every_node() {
     assert_eq!(translated.len(), 6, "three nodes, JSON and streamed");
     for received in &translated {
         assert_eq!(received.anthropic_version.as_deref(), Some("2023-06-01"));
-        assert_eq!(received.body["system"], "Answer briefly.");
         assert_eq!(received.body["model"], "claude-x");
         assert!(received.body["max_tokens"].as_u64().is_some());
         assert!(received.body.get("stream_options").is_none());
@@ -238,6 +237,7 @@ fn the_openai_sdk_is_served_exactly_by_every_node() {
     let (served, prompt, completion) = reported(&meter.received());
     let used = prompt + completion;
     let limited = &outcome["limited"];
+    eprintln!("token limit {TOKEN_LIMIT}: {used} tokens served in {served} completions; {outcome}");
     assert_eq!(limited["ok"].as_u64(), Some(served), "{outcome}");
     assert!(
         used <= TOKEN_LIMIT,

@@ -148,6 +148,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/keys/{id}/usage").route(web::get().to(activity::usage)))
         .service(resource("/v1/keys/{id}/limits").route(web::get().to(limits::key_limits)))
         .service(resource("/v1/tenants").route(web::get().to(limits::list_tenants)))
+        .service(resource("/v1/tenants/{id}/usage").route(web::get().to(activity::tenant_usage)))
         .service(
             resource("/v1/tenants/{id}")
                 .route(web::get().to(limits::get_tenant))
@@ -179,6 +180,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::put().to(providers::put))
                 .route(web::delete().to(providers::delete)),
         )
+        .service(resource("/v1/providers/{id}/usage").route(web::get().to(activity::provider_usage)))
         .service(
             resource("/v1/routes/{id}")
                 .route(web::get().to(routes::get))

@@ -85,8 +85,27 @@ pub(crate) struct Usage {
     cost_usd: f64,
     /// AI route traffic by `provider/model`.
     models: std::collections::BTreeMap<String, ModelUsageView>,
+    /// Items of personal data masked in prompts, by kind.
+    pii_masked: std::collections::BTreeMap<String, u64>,
     last_used_at: Option<String>,
     updated_at: Option<String>,
+}
+
+/// Usage summed over a tenant's keys, or a provider's traffic over every key (a provider's
+/// totals have no request counts or masked data: those belong to keys).
+#[derive(ToSchema)]
+pub(crate) struct GroupUsage {
+    tenant: Option<String>,
+    provider: Option<String>,
+    /// Keys counted.
+    keys: u64,
+    requests: Option<RequestsByClass>,
+    total: Option<u64>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_usd: f64,
+    models: std::collections::BTreeMap<String, ModelUsageView>,
+    pii_masked: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(ToSchema)]
@@ -192,6 +211,8 @@ impl Modify for BearerAuth {
         super::keys::rotate,
         super::keys::revoke,
         super::activity::usage,
+        super::activity::tenant_usage,
+        super::activity::provider_usage,
         super::limits::key_limits,
         super::activity::audit,
         super::routes::list,

@@ -59,10 +59,13 @@ pub struct KeyAuth {
     /// Where this node counts the key's requests until the next usage report.
     pub usage: Arc<UsageCell>,
     /// The key's own request limits and its tenant's; empty when none apply.
-    pub meters: Arc<[Arc<LocalMeter>]>,
+    pub meters: Meters,
     /// The key's and its tenant's token limits and budgets, which AI requests reserve from.
-    pub ai_meters: Arc<[Arc<LocalMeter>]>,
+    pub ai_meters: Meters,
 }
+
+/// A key's meters of one kind, shared by all its secrets.
+pub type Meters = Arc<[Arc<LocalMeter>]>;
 
 /// An immutable view of everything the proxy reads.
 #[derive(Debug, Default, Clone)]
@@ -155,11 +158,7 @@ impl ReadModel {
 
     /// The meters of a key's own limits and of its tenant's: those counting requests, and
     /// those counting tokens and money.
-    fn meters_of(
-        &self,
-        state: &State,
-        record: &KeyRecord,
-    ) -> (Arc<[Arc<LocalMeter>]>, Arc<[Arc<LocalMeter>]>) {
+    fn meters_of(&self, state: &State, record: &KeyRecord) -> (Meters, Meters) {
         let key = Subject::Key(record.id.clone());
         let tenant = record.tenant.clone().map(Subject::Tenant);
         let (requests, ai): (Vec<_>, Vec<_>) = std::iter::once(key)

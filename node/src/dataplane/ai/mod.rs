@@ -291,15 +291,20 @@ async fn completion(
                 continue;
             }
         };
+        // A refused request (4xx) used nothing; a served one settles with its usage.
+        let settled_by_usage = if response.status().is_success() {
+            reservation.take()
+        } else {
+            if let Some(reservation) = &mut reservation {
+                reservation.release();
+            }
+            None
+        };
         let meter = UsageMeter {
             cell: caller.as_ref().map(|c| c.usage.clone()),
             name: candidate.usage_name.clone(),
             price: candidate.price,
-            reservation: if response.status().is_success() {
-                reservation.take()
-            } else {
-                None
-            },
+            reservation: settled_by_usage,
         };
         return Ok(answer(response, candidate, meter, restore.then(|| session.clone())).await);
     }

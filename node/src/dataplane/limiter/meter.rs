@@ -545,14 +545,9 @@ mod tests {
         let id = MeterId {
             subject: Subject::Key("key_a".into()),
             period: Period::Seconds(60),
+            unit: Unit::Requests,
         };
-        LocalMeter::new(
-            id,
-            &Limit {
-                requests: 100,
-                period: Period::Seconds(60),
-            },
-        )
+        LocalMeter::new(id, &Limit::requests(100, Period::Seconds(60)))
     }
 
     fn grant(meter: &LocalMeter, slice_id: u64, size: u64, now: i64) {
@@ -575,10 +570,7 @@ mod tests {
         let _ = meter.ask(NOW);
         meter.absorb(&SliceAnswer::NoLimit, NOW);
         assert!(matches!(meter.take(NOW).0, Take::Admitted(a) if a.slice.is_none()));
-        meter.set_limit(&Limit {
-            requests: 5,
-            period: Period::Seconds(60),
-        });
+        meter.set_limit(&Limit::requests(5, Period::Seconds(60)));
         assert_eq!(meter.take(NOW).0, Take::Wait);
     }
 
@@ -586,7 +578,7 @@ mod tests {
     fn nothing_held_means_wait_and_ask() {
         let meter = meter();
         assert_eq!(meter.take(NOW), (Take::Wait, true));
-        let _waiting = meter.waiter(NOW);
+        let _waiting = meter.waiter(NOW, 1);
         let ask = meter.ask(NOW).expect("a waiting request asks");
         assert!(ask.want >= 1 && ask.reports.is_empty());
         assert!(meter.ask(NOW).is_none(), "one ask in flight");
@@ -631,7 +623,7 @@ mod tests {
     #[test]
     fn an_exhausted_window_refuses_until_the_recheck() {
         let meter = meter();
-        let _waiting = meter.waiter(NOW);
+        let _waiting = meter.waiter(NOW, 1);
         let _ = meter.ask(NOW);
         grant(&meter, 1, 0, NOW);
         let Take::Refused(refusal) = meter.take(NOW + 10).0 else {
@@ -670,6 +662,103 @@ mod tests {
         let again = meter.ask(NOW).expect("the report is sent again");
         assert_eq!(again.reports, ask.reports);
         assert!(again.want > 0, "and more is asked for the refused request");
+    }
+
+    fn token_meter() -> LocalMeter {
+        let id = MeterId {
+            subject: Subject::Key("key_a".into()),
+            period: Period::Seconds(60),
+            unit: Unit::Tokens,
+        };
+        LocalMeter::new(
+            id,
+            &Limit {
+                amount: 10_000,
+                period: Period::Seconds(60),
+                unit: Unit::Tokens,
+            },
+        )
+    }
+
+    #[test]
+    fn a_reservation_spans_slices_all_or_nothing_and_asks_for_what_it_lacks() {
+        let meter = token_meter();
+        let _ = meter.ask(NOW);
+        grant(&meter, 1, 300, NOW);
+        assert_eq!(meter.reserve(NOW, 500).0, Reserve::Wait, "300 held, 500 needed");
+        let _waiting = meter.waiter(NOW, 500);
+        let ask = meter.ask(NOW).expect("asks");
+        assert_eq!(ask.need, 200, "what the waiting reservation lacks");
+        grant(&meter, 2, 200, NOW);
+        let Reserve::Taken(portion) = meter.reserve(NOW, 500).0 else {
+            panic!("expected the reservation to be taken")
+        };
+        assert_eq!(portion.amount(), 500);
+        assert_eq!(meter.reserve(NOW, 1).0, Reserve::Wait, "nothing left");
+    }
+
+    #[test]
+    fn a_reservation_larger_than_what_the_cluster_has_left_is_refused() {
+        let meter = token_meter();
+        let _ = meter.ask(NOW);
+        let window = Period::Seconds(60).window_at(NOW);
+        meter.absorb(
+            &SliceAnswer::Granted(Grant {
+                slice_id: 1,
+                window,
+                size: 100,
+                expires_at_ms: NOW + 2_000,
+                remaining: 0,
+            }),
+            NOW,
+        );
+        let Reserve::Refused(refusal) = meter.reserve(NOW, 101).0 else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(refusal.unit, Unit::Tokens);
+        assert!(
+            matches!(meter.reserve(NOW, 100).0, Reserve::Taken(_)),
+            "what is held still serves"
+        );
+    }
+
+    fn taken(reserve: Reserve) -> Portion {
+        match reserve {
+            Reserve::Taken(portion) => portion,
+            other => panic!("expected a portion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unused_reservations_go_back_to_the_slice_or_as_a_credit_once_reported() {
+        let meter = token_meter();
+        let _ = meter.ask(NOW);
+        grant(&meter, 1, 1_000, NOW);
+        let first = taken(meter.reserve(NOW, 600).0);
+        meter.give_back(&first, 500);
+        let rest = taken(meter.reserve(NOW, 900).0);
+        assert_eq!(meter.reserve(NOW, 1).0, Reserve::Wait, "the slice is used up");
+        let ask = meter.ask(NOW + 1).expect("reports the slice");
+        assert_eq!(
+            ask.reports,
+            [SpendReport {
+                slice_id: 1,
+                spent: 1_000
+            }]
+        );
+        grant(&meter, 2, 0, NOW + 1);
+        meter.give_back(&rest, 150);
+        let ask = meter.ask(NOW + 2).expect("the credit goes out");
+        assert_eq!(
+            ask.credits,
+            [Credit {
+                window_start_ms: Period::Seconds(60).window_at(NOW).start_ms,
+                amount: 150
+            }]
+        );
+        meter.ask_failed();
+        let again = meter.ask(NOW + 3).expect("a failed ask's credit goes out again");
+        assert_eq!(again.credits.len(), 1);
     }
 
     #[test]
