@@ -474,6 +474,9 @@ fn quotas_refuse_with_their_own_code_and_limits_can_be_changed() {
     assert_eq!(more.admitted, 1, "{:?}", more.refused);
     let limits = fixture.limits(fixture.leader, &id);
     assert_eq!(limits[0]["period"], "day");
-    assert_eq!(limits[0]["requests"], 5);
+    assert_eq!(
+        (limits[0]["unit"].as_str(), limits[0]["amount"].as_u64()),
+        (Some("requests"), Some(5))
+    );
     assert_eq!(limits.as_array().map(Vec::len), Some(1));
 }

@@ -91,21 +91,11 @@ pub fn request(
     if let Some(temperature) = temperature(openai)? {
         body.insert("temperature".into(), temperature);
     }
-    if let Some(top_p) = present(openai, "top_p") {
-        if !top_p.is_number() {
-            return Err(unsupported("top_p must be a number"));
-        }
-        body.insert("top_p".into(), top_p.clone());
-    }
+    copy_checked(openai, &mut body, "top_p", Value::is_number, "a number")?;
     if let Some(stops) = stop_sequences(openai)? {
         body.insert("stop_sequences".into(), stops);
     }
-    if let Some(stream) = present(openai, "stream") {
-        if !stream.is_boolean() {
-            return Err(unsupported("stream must be a boolean"));
-        }
-        body.insert("stream".into(), stream.clone());
-    }
+    copy_checked(openai, &mut body, "stream", Value::is_boolean, "a boolean")?;
     match present(openai, "user") {
         None => {}
         Some(Value::String(user)) if user.is_empty() => {}
@@ -119,6 +109,23 @@ pub fn request(
 }
 
 /// Refuses the options whose silent loss would give the client something other than it asked for.
+/// Copies `field` as it is when it is present and of the right type (`what` names it).
+fn copy_checked(
+    openai: &Map<String, Value>,
+    body: &mut Map<String, Value>,
+    field: &str,
+    fits: fn(&Value) -> bool,
+    what: &str,
+) -> Result<(), Unsupported> {
+    if let Some(value) = present(openai, field) {
+        if !fits(value) {
+            return Err(unsupported(format!("{field} must be {what}")));
+        }
+        body.insert(field.into(), value.clone());
+    }
+    Ok(())
+}
+
 fn reject_unsupported_options(openai: &Map<String, Value>) -> Result<(), Unsupported> {
     if let Some(n) = present(openai, "n") {
         match n.as_u64() {
