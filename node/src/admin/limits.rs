@@ -35,8 +35,8 @@ pub struct PatchKeyRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutTenantRequest {
-    #[serde(default)]
-    limits: Vec<LimitBody>,
+    /// Request limits; at least one of `limits`, `token_limit` and `budget` is needed.
+    limits: Option<Vec<LimitBody>>,
     token_limit: Option<TokenLimitBody>,
     budget: Option<BudgetBody>,
 }
@@ -186,8 +186,14 @@ pub async fn put_tenant(
     let id = path_id(id.into_inner())?;
     let mut problems = Vec::new();
     let body = body.0;
+    if body.limits.is_none() && body.token_limit.is_none() && body.budget.is_none() {
+        problems.push(FieldError::new(
+            "limits",
+            "a tenant needs limits, a token_limit or a budget",
+        ));
+    }
     let (limits, _) = parse_limits(
-        Some(&body.limits),
+        Some(body.limits.as_deref().unwrap_or_default()),
         Some(body.token_limit.as_ref()),
         Some(body.budget.as_ref()),
         &mut problems,
