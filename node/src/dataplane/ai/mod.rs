@@ -157,31 +157,61 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ProxyErro
     Ok(body)
 }
 
-/// Caps `max_tokens` (and `max_completion_tokens` when sent) at the route's cap, and sets
-/// it when the request is limited and says nothing, so the reserved bound holds. Returns
-/// the completion bound.
+/// Caps the completion at the route's cap and, for a limited caller, makes sure the bound
+/// that was reserved is what the provider is told: written into every token field the
+/// request sends (a provider may honour either), or set as `max_tokens` when it sends none.
+/// Returns the bound.
 fn bound_completion(
     request: &mut serde_json::Map<String, serde_json::Value>,
     cap: Option<u64>,
     limited: bool,
 ) -> u64 {
-    let asked = ["max_completion_tokens", "max_tokens"]
+    const FIELDS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+    let asked = FIELDS
         .iter()
-        .find_map(|field| request.get(*field).and_then(serde_json::Value::as_u64));
+        .filter_map(|field| request.get(*field).and_then(serde_json::Value::as_u64))
+        .max();
     let bound = match (asked, cap) {
         (Some(asked), Some(cap)) => asked.min(cap),
         (Some(asked), None) => asked,
         (None, Some(cap)) => cap,
         (None, None) => DEFAULT_MAX_TOKENS,
     };
-    if cap.is_some() || (limited && asked.is_none()) {
-        for field in ["max_tokens", "max_completion_tokens"] {
-            if field == "max_tokens" || request.contains_key(field) {
-                request.insert(field.to_owned(), bound.into());
-            }
+    if cap.is_some() || limited {
+        let sent: Vec<&str> = FIELDS.into_iter().filter(|f| request.contains_key(*f)).collect();
+        for field in if sent.is_empty() { vec!["max_tokens"] } else { sent } {
+            request.insert(field.to_owned(), bound.into());
         }
     }
     bound
+}
+
+/// Prompt tokens a request may cost beyond its text: images are billed by size, not by the
+/// bytes of their URL, and tool definitions bring a provider's own instructions with them.
+fn prompt_allowance(request: &serde_json::Map<String, serde_json::Value>) -> u64 {
+    const PER_IMAGE: u64 = 2_000;
+    const WITH_TOOLS: u64 = 1_000;
+    let images = request
+        .get("messages")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|message| message.get("content").and_then(serde_json::Value::as_array))
+        .flatten()
+        .filter(|part| part.get("type").and_then(serde_json::Value::as_str) == Some("image_url"))
+        .count() as u64;
+    let tools = request
+        .get("tools")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|tools| !tools.is_empty());
+    images.saturating_mul(PER_IMAGE) + if tools { WITH_TOOLS } else { 0 }
+}
+
+/// Whether a provider's status sends the request to the next candidate: it is overloaded
+/// (429), broken (5xx), or refuses its own vaulted key (401, 403), which the client can do
+/// nothing about and must not mistake for a refusal of its credentialflow key.
+fn provider_failed(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403 | 429) || status.is_server_error()
 }
 
 /// Seconds since the Unix epoch, for the `created` of translated answers.
@@ -223,8 +253,9 @@ async fn completion(
     }
     let restore = route.restore && !session.is_empty();
     let streamed_request = request.get("stream") == Some(&serde_json::Value::Bool(true));
-    // Ask streaming providers for the final usage event, so tokens are counted exactly.
-    if streamed_request && !request.contains_key("stream_options") {
+    // Ask streaming providers for the final usage event, so tokens are counted exactly (and
+    // only that one: running usage in every chunk would settle before the end).
+    if streamed_request {
         request.insert(
             "stream_options".to_owned(),
             serde_json::json!({ "include_usage": true }),
@@ -233,7 +264,16 @@ async fn completion(
     let openai_body = serde_json::to_vec(&request).map_err(|_| ProxyError::BadRequestBody)?;
     let mut reservation = match &caller {
         Some(caller) if limited => {
-            let estimate = Estimate::of(openai_body.len(), max_tokens, candidates);
+            // Every one of `n` choices may use the whole completion bound.
+            let choices = request
+                .get("n")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            let prompt = u64::try_from(openai_body.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(prompt_allowance(&request));
+            let estimate = Estimate::of(prompt, max_tokens.saturating_mul(choices), candidates);
             let amounts: Vec<(Arc<LocalMeter>, u64)> = caller
                 .meters
                 .iter()
@@ -274,7 +314,7 @@ async fn completion(
             .timeout(timeout)
             .send()
             .await;
-        let failed = !matches!(&sent, Ok(r) if r.status().as_u16() != 429 && !r.status().is_server_error());
+        let failed = !matches!(&sent, Ok(r) if !provider_failed(r.status()));
         ai.monitor.do_send(Observation {
             provider: candidate.provider.clone(),
             elapsed: started.elapsed(),
@@ -420,8 +460,9 @@ fn mask_prompt(request: &mut serde_json::Map<String, serde_json::Value>, kinds: 
         .get_mut("messages")
         .and_then(serde_json::Value::as_array_mut)
     {
-        for message in messages {
-            match &mut message["content"] {
+        // `get_mut`, not indexing: a message that is not an object is passed on as it is.
+        for content in messages.iter_mut().filter_map(|m| m.get_mut("content")) {
+            match content {
                 serde_json::Value::String(text) => *text = session.mask(kinds, text),
                 serde_json::Value::Array(parts) => {
                     for part in parts {
@@ -441,4 +482,56 @@ fn mask_prompt(request: &mut serde_json::Map<String, serde_json::Value>, kinds: 
             .increment(u64::from(count));
     }
     session
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn a_limited_request_tells_the_provider_the_bound_it_reserved() {
+        let mut both = object(json!({ "max_tokens": 100_000, "max_completion_tokens": 10 }));
+        assert_eq!(bound_completion(&mut both, None, true), 100_000, "the larger one");
+        assert_eq!(both["max_completion_tokens"], 100_000);
+        let mut none = object(json!({}));
+        assert_eq!(bound_completion(&mut none, None, true), DEFAULT_MAX_TOKENS);
+        assert_eq!(none["max_tokens"], DEFAULT_MAX_TOKENS);
+        let mut capped = object(json!({ "max_completion_tokens": 9_999 }));
+        assert_eq!(bound_completion(&mut capped, Some(256), false), 256);
+        assert_eq!(capped["max_completion_tokens"], 256);
+        assert!(
+            !capped.contains_key("max_tokens"),
+            "a reasoning model's field is kept alone"
+        );
+        let mut free = object(json!({}));
+        bound_completion(&mut free, None, false);
+        assert!(free.is_empty(), "an unlimited request is left as it is");
+    }
+
+    #[test]
+    fn images_and_tools_add_to_the_prompt_bound() {
+        let request = object(json!({
+            "messages": [1, { "content": [{ "type": "image_url", "image_url": { "url": "https://x/y.png" } },
+                                           { "type": "text", "text": "what is this" }] }],
+            "tools": [{ "type": "function", "function": { "name": "f" } }]
+        }));
+        assert_eq!(prompt_allowance(&request), 3_000);
+    }
+
+    #[test]
+    fn messages_of_any_shape_are_masked_without_a_panic() {
+        let mut request = object(json!({ "messages": [1, "x", null, { "content": "mail a@b.example" }] }));
+        let session = mask_prompt(&mut request, &[PiiKind::Email]);
+        assert_eq!(request["messages"][3]["content"], "mail <EMAIL_1>");
+        assert!(!session.is_empty());
+    }
 }

@@ -30,15 +30,19 @@ impl Pipeline {
         }
     }
 
-    /// The provider's stream ended: whatever the translator still holds.
+    /// The provider's stream ended: whatever the translator and the restorer still hold,
+    /// and the usage is counted.
     pub fn end(&mut self) -> web::Bytes {
-        match &mut self.translator {
-            Some(translator) => {
-                let rest = translator.finish();
-                self.openai(&rest)
-            }
+        let rest = match &mut self.translator {
+            Some(translator) => translator.finish(),
             None => web::Bytes::new(),
+        };
+        let mut out = self.openai(&rest).to_vec();
+        self.scanner.finish();
+        if let Some(restorer) = &mut self.restorer {
+            out.extend_from_slice(&restorer.finish());
         }
+        web::Bytes::from(out)
     }
 
     fn openai(&mut self, bytes: &[u8]) -> web::Bytes {
@@ -78,6 +82,11 @@ impl SseRestorer {
         web::Bytes::from(out)
     }
 
+    /// The stream ended: a last line without its newline passes as it is.
+    pub fn finish(&mut self) -> web::Bytes {
+        web::Bytes::from(std::mem::take(&mut self.partial))
+    }
+
     fn restore_line(&mut self, line: &[u8]) -> Vec<u8> {
         let Some(data) = line.strip_prefix(b"data: ") else {
             return line.to_vec();
@@ -85,32 +94,46 @@ impl SseRestorer {
         let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) else {
             return line.to_vec();
         };
-        if let Some(choices) = event["choices"].as_array_mut() {
-            for choice in choices {
-                let index = choice["index"].as_u64().unwrap_or(0);
-                let finished = !choice["finish_reason"].is_null();
-                let carry = self.carries.entry(index).or_default();
-                if let Some(content) = choice["delta"]["content"].as_str() {
-                    let mut restored = self.session.restore_streamed(carry, content);
-                    if finished {
-                        restored.push_str(&std::mem::take(carry));
-                    }
-                    choice["delta"]["content"] = restored.into();
-                } else if finished && !carry.is_empty() {
-                    choice["delta"]["content"] = std::mem::take(carry).into();
+        // `get_mut`, never indexing: the provider's JSON may have any shape.
+        let choices = event
+            .get_mut("choices")
+            .and_then(serde_json::Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_object_mut);
+        for choice in choices {
+            let index = choice
+                .get("index")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(serde_json::Value::as_object_mut) else {
+                continue;
+            };
+            let carry = self.carries.entry(index).or_default();
+            if let Some(content) = delta.get("content").and_then(serde_json::Value::as_str) {
+                let mut restored = self.session.restore_streamed(carry, content);
+                if finished {
+                    restored.push_str(&std::mem::take(carry));
                 }
+                delta.insert("content".into(), restored.into());
+            } else if finished && !carry.is_empty() {
+                delta.insert("content".into(), std::mem::take(carry).into());
             }
         }
         format!("data: {event}\n").into_bytes()
     }
 }
 
-/// Finds the usage event in a server-sent event stream as it passes, whatever the chunk
-/// boundaries (a line may arrive in pieces).
+/// Watches a server-sent event stream for usage as it passes, whatever the chunk
+/// boundaries (a line may arrive in pieces), and counts the last usage seen once the
+/// stream has ended: a provider that reports running usage in every chunk is counted by
+/// its final one. A stream that never ends (the client went away) is not counted, and its
+/// reservation stays spent in full.
 pub struct SseUsageScanner {
     meter: UsageMeter,
     partial: Vec<u8>,
-    counted: bool,
+    last: Option<serde_json::Value>,
 }
 
 impl SseUsageScanner {
@@ -118,31 +141,37 @@ impl SseUsageScanner {
         Self {
             meter,
             partial: Vec::new(),
-            counted: false,
+            last: None,
         }
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.counted {
-            return;
-        }
         self.partial.extend_from_slice(bytes);
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             let Some(data) = line.strip_prefix(b"data:") else {
                 continue;
             };
-            if let Ok(event) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) {
-                if self.meter.record(&event["usage"]) {
-                    self.counted = true;
-                    self.partial.clear();
-                    return;
+            // Most events are content: parse only those that can carry usage.
+            if !data.windows(7).any(|w| w == b"\"usage\"") {
+                continue;
+            }
+            if let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) {
+                if let Some(usage) = event.get_mut("usage").filter(|u| u.is_object()) {
+                    self.last = Some(usage.take());
                 }
             }
         }
         // A line longer than any usage event is not one; do not hold it.
         if self.partial.len() > 1 << 20 {
             self.partial.clear();
+        }
+    }
+
+    /// The stream ended: counts the last usage seen.
+    pub fn finish(&mut self) {
+        if let Some(usage) = self.last.take() {
+            self.meter.record(&usage);
         }
     }
 }
@@ -168,6 +197,8 @@ mod tests {
         for piece in events.as_bytes().chunks(5) {
             scanner.feed(piece);
         }
+        assert!(cell.drain("key").is_none(), "counted once the stream ends");
+        scanner.finish();
         let delta = cell.drain("key").expect("counted");
         assert_eq!(delta.models.len(), 1);
         let (name, usage) = &delta.models[0];
@@ -176,5 +207,46 @@ mod tests {
             (usage.requests, usage.prompt_tokens, usage.completion_tokens),
             (1, 7, 3)
         );
+    }
+
+    #[test]
+    fn events_of_any_shape_pass_the_restorer_without_a_panic() {
+        let mut session = Session::default();
+        let masked = session.mask(&[crate::dataplane::pii::PiiKind::Email], "a@b.example");
+        let mut restorer = SseRestorer::new(Arc::new(session));
+        for line in [
+            "data: 5\n",
+            "data: [1,2]\n",
+            "data: {\"choices\":3}\n",
+            "data: {\"choices\":[1,{\"delta\":3,\"finish_reason\":\"stop\"},{\"finish_reason\":null}]}\n",
+        ] {
+            assert_eq!(&restorer.feed(line.as_bytes())[..], line.as_bytes());
+        }
+        let event =
+            format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{masked}\"}}}}]}}\n");
+        let restored = restorer.feed(event.as_bytes());
+        assert!(String::from_utf8_lossy(&restored).contains("a@b.example"));
+        assert_eq!(&restorer.finish()[..], b"");
+    }
+
+    #[test]
+    fn running_usage_is_counted_by_its_last_report() {
+        let cell = Arc::new(UsageCell::default());
+        let meter = UsageMeter {
+            cell: Some(cell.clone()),
+            name: "p/m".into(),
+            price: None,
+            reservation: None,
+        };
+        let mut scanner = SseUsageScanner::new(meter);
+        for completion in 1..=3 {
+            scanner.feed(
+                format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":{completion}}}}}\n")
+                    .as_bytes(),
+            );
+        }
+        scanner.finish();
+        let delta = cell.drain("key").expect("counted");
+        assert_eq!(delta.models[0].1.completion_tokens, 3);
     }
 }

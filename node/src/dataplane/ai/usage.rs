@@ -24,12 +24,12 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    /// Bounds a request whose body serializes to `body_bytes` and that may complete up to
-    /// `max_tokens`, on the costliest of `candidates`. A token is never shorter than one
-    /// byte of the text it stands for, so the body's length bounds the prompt (the JSON
-    /// around the messages covers the few tokens a provider adds per message).
-    pub fn of(body_bytes: usize, max_tokens: u64, candidates: &[Candidate]) -> Self {
-        let prompt = u64::try_from(body_bytes).unwrap_or(u64::MAX);
+    /// Bounds a request whose prompt may cost `prompt` tokens and that may complete up to
+    /// `max_tokens` (all choices), on the costliest of `candidates`. A token is never
+    /// shorter than one byte of the text it stands for, so the caller counts the body's
+    /// length (the JSON around the messages covers the few tokens a provider adds per
+    /// message) plus allowances for what is not text.
+    pub fn of(prompt: u64, max_tokens: u64, candidates: &[Candidate]) -> Self {
         Self {
             tokens: prompt.saturating_add(max_tokens),
             micro_usd: candidates
