@@ -181,8 +181,8 @@ mod tests {
     use super::*;
     use crate::dataplane::usage::UsageCell;
 
-    #[test]
-    fn the_usage_event_is_found_across_chunk_boundaries() {
+    /// A scanner counting into a cell of its own, without a reservation.
+    fn counting_scanner() -> (Arc<UsageCell>, SseUsageScanner) {
         let cell = Arc::new(UsageCell::default());
         let meter = UsageMeter {
             cell: Some(cell.clone()),
@@ -190,7 +190,12 @@ mod tests {
             price: None,
             reservation: None,
         };
-        let mut scanner = SseUsageScanner::new(meter);
+        (cell, SseUsageScanner::new(meter))
+    }
+
+    #[test]
+    fn the_usage_event_is_found_across_chunk_boundaries() {
+        let (cell, mut scanner) = counting_scanner();
         let events = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
                       data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n\
                       data: [DONE]\n\n";
@@ -231,14 +236,7 @@ mod tests {
 
     #[test]
     fn running_usage_is_counted_by_its_last_report() {
-        let cell = Arc::new(UsageCell::default());
-        let meter = UsageMeter {
-            cell: Some(cell.clone()),
-            name: "p/m".into(),
-            price: None,
-            reservation: None,
-        };
-        let mut scanner = SseUsageScanner::new(meter);
+        let (cell, mut scanner) = counting_scanner();
         for completion in 1..=3 {
             scanner.feed(
                 format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":{completion}}}}}\n")
