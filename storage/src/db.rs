@@ -9,6 +9,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 use crate::error::StorageOpenError;
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
+use crate::wal_warmup;
 
 /// Raft log entries, keyed by big-endian index so that key order is log order.
 pub(crate) const CF_LOG: &str = "log";
@@ -71,16 +72,19 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenErro
     // Appends sync the WAL; keep RocksDB from buffering it in user space.
     options.set_manual_wal_flush(false);
     options.set_keep_log_file_num(4);
-    // Reuse WAL files: overwriting an already-sized file lets a WAL sync flush data only,
-    // not the file-size metadata as well (one device write per sync instead of two).
-    options.set_recycle_log_file_num(4);
-    let families = [CF_LOG, CF_META, CF_SM]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = DB::open_cf_descriptors(&options, dir, families).map_err(|source| StorageOpenError::Open {
+    wal_warmup::configure(&mut options);
+    let families = [
+        ColumnFamilyDescriptor::new(CF_LOG, Options::default()),
+        ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ColumnFamilyDescriptor::new(CF_SM, Options::default()),
+        ColumnFamilyDescriptor::new(wal_warmup::CF_WAL_WARMUP, Options::default()),
+    ];
+    let opened = |source| StorageOpenError::Open {
         path: dir.display().to_string(),
         source,
-    })?;
+    };
+    let db = DB::open_cf_descriptors(&options, dir, families).map_err(opened)?;
+    wal_warmup::warm_up(&db).map_err(opened)?;
     let db = Arc::new(db);
     let log_store = LogStore::new(db.clone());
     let state_machine = StateMachineStore::restore(db)?;

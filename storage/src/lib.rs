@@ -8,6 +8,7 @@
 //!   entry on the leader a batch of commands).
 //! - [`state_machine`]: openraft's `RaftStateMachine`: applies entries to the in-memory
 //!   [`cluster::State`] and persists it as snapshots (restart = snapshot + log replay).
+//! - [`wal_warmup`]: makes the live WAL a recycled file on open, so a sync flushes data only.
 //!
 //! Durability rules: big-endian log indexes, every persisted value carries a format version
 //! (`cluster::wire`), the vote is synced before it is acknowledged, a snapshot's data and its
@@ -22,6 +23,7 @@ pub mod db;
 pub mod error;
 pub mod log_store;
 pub mod state_machine;
+pub mod wal_warmup;
 
 pub use db::{open, open_as};
 pub use error::StorageOpenError;

@@ -31,6 +31,11 @@ impl LogStore {
         Self { db }
     }
 
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
     /// Records `id` as the owner of this store on first use; refuses a different id later.
     pub(crate) fn claim_node_id(&self, id: NodeId) -> Result<(), StorageOpenError> {
         match self.get_meta::<NodeId>(MetaKey::NodeId) {
