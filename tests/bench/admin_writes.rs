@@ -7,7 +7,8 @@
 //!
 //! Run: `cargo bench -p credentialflow --bench admin_writes`
 //! Needs `etcd` on the PATH (Debian: `apt-get install etcd-server`). Options via env:
-//! `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONCURRENCY` (default "1,64").
+//! `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONCURRENCY` (default "1,64"),
+//! `BENCH_ROUNDS` (interleaved rounds per row, default 2).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -33,6 +34,24 @@ impl Measurement {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Pools rounds of one measurement: their requests, time and latencies.
+    fn pooled(rounds: Vec<Measurement>) -> Measurement {
+        let mut pooled = Measurement {
+            requests: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+        };
+        for mut round in rounds {
+            pooled.requests += round.requests;
+            pooled.errors += round.errors;
+            pooled.elapsed += round.elapsed;
+            pooled.latencies_us.append(&mut round.latencies_us);
+        }
+        pooled.latencies_us.sort_unstable();
+        pooled
+    }
+
     fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
@@ -45,12 +64,14 @@ impl Measurement {
 /// A write to send: URL, headers and a body made unique by the sequence number.
 type RequestFactory = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
-/// Drives `concurrency` closed-loop clients for `duration` and collects latencies.
+/// Drives `concurrency` closed-loop clients for `duration` and collects latencies; `round`
+/// keeps the sequence numbers (and so the names written) of different rounds apart.
 fn measure(
     factory: RequestFactory,
     concurrency: usize,
     duration: Duration,
     expect_status: u16,
+    round: u64,
 ) -> Measurement {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -73,7 +94,7 @@ fn measure(
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
-                let mut seq = (worker as u64) << 40;
+                let mut seq = (round << 56) | ((worker as u64) << 40);
                 while Instant::now() < deadline {
                     seq += 1;
                     let sent = Instant::now();
@@ -223,6 +244,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     let duration = Duration::from_secs(seconds);
+    // Rounds alternate the two systems, so drift of the shared machine hits both alike.
+    let rounds: u64 = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+        .max(1);
     let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,64".into())
         .split(',')
@@ -247,7 +274,7 @@ fn main() {
 
     // A value of about the size of a replicated key record.
     let padding = "m".repeat(160);
-    println!("\nadmin writes, {nodes} credentialflow nodes and 3 etcd members on loopback, {seconds} s per row, every write fsynced by a majority\n");
+    println!("\nadmin writes, {nodes} credentialflow nodes and 3 etcd members on loopback, {rounds} interleaved rounds of {seconds} s per row, every write fsynced by a majority\n");
     println!("| system         | sent to   | conc | requests | errors |    req/s   | p50 ms   | p99 ms   |");
     println!("|----------------|-----------|------|----------|--------|------------|----------|----------|");
     let mut ratios = Vec::new();
@@ -266,12 +293,6 @@ fn main() {
                     .bearer_auth(support::TOKEN)
                     .json(&json!({ "name": format!("bench-{seq}"), "metadata": { "pad": meta } }))
             });
-            let cf = measure(credentialflow, concurrency, duration, 201);
-            row("credentialflow", target, concurrency, &cf);
-
-            if !with_etcd {
-                continue;
-            }
             let ports = if spread {
                 etcd_ports.clone()
             } else {
@@ -288,7 +309,20 @@ fn main() {
                     .post(format!("http://127.0.0.1:{port}/v3/kv/put"))
                     .json(&body)
             });
-            let et = measure(etcd_put, concurrency, duration, 200);
+            let mut cf_rounds = Vec::new();
+            let mut etcd_rounds = Vec::new();
+            for round in 0..rounds {
+                cf_rounds.push(measure(credentialflow.clone(), concurrency, duration, 201, round));
+                if with_etcd {
+                    etcd_rounds.push(measure(etcd_put.clone(), concurrency, duration, 200, round));
+                }
+            }
+            let cf = Measurement::pooled(cf_rounds);
+            row("credentialflow", target, concurrency, &cf);
+            if !with_etcd {
+                continue;
+            }
+            let et = Measurement::pooled(etcd_rounds);
             row("etcd", target, concurrency, &et);
             ratios.push((
                 concurrency,
