@@ -22,6 +22,7 @@
 pub mod db;
 pub mod error;
 pub mod log_store;
+mod offload;
 pub mod state_machine;
 pub mod wal_warmup;
 

@@ -115,16 +115,6 @@ fn read_entries<RB: RangeBounds<u64>>(db: &DB, range: RB) -> Result<Vec<Entry>, 
     Ok(entries)
 }
 
-/// Runs a blocking call (an fsync) without stalling the other tasks of a multi-threaded
-/// runtime; on a current-thread runtime (tests) it simply runs.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
-        _ => call(),
-    }
-}
-
 fn index_of(key: &[u8]) -> Result<u64, StorageError> {
     let bytes: [u8; 8] = key.try_into().map_err(|_| {
         io_error(
@@ -191,14 +181,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 wire::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put_cf(log, log_key(entry.log_id.index), bytes);
         }
-        // openraft 0.9 waits for this acknowledgement before it appends anything else, so
-        // there is never a second append to share an fsync with: sync inline, sparing two
-        // thread hops per append. Batching happens above (many commands per entry, many
-        // entries per AppendEntries), so one sync still covers a whole batch.
+        // openraft 0.9 awaits this acknowledgement before it does anything else, so there is
+        // never a second append to share an fsync with, and the Raft runtime's one worker has
+        // little to do meanwhile that does not wait on it: sync on this thread. Handing the
+        // runtime to another thread for the sync (`block_in_place`) cost a thread wake-up per
+        // append. Batching happens above (many commands per entry, many entries per
+        // AppendEntries), so one sync still covers a whole batch.
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        let db = &self.db;
-        let written = blocking(|| db.write_opt(batch, &options));
+        let written = self.db.write_opt(batch, &options);
         match written {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
 use crate::error::{io_error, StorageOpenError};
+use crate::offload::offload;
 
 /// The applied state with the log position it reflects.
 #[derive(Debug, Default, Clone)]
@@ -170,6 +171,13 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        offload(|| self.build())
+    }
+}
+
+impl SnapshotBuilder {
+    /// Encodes the copy and stores it, unless a newer snapshot is stored already.
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let data = wire::encode(&self.copy.state)
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let snapshot_id = match &self.copy.last_applied {
@@ -255,8 +263,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        offload(|| self.install(meta, snapshot.into_inner()))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored = load_snapshot(&self.db)
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+impl StateMachineStore {
+    /// Decodes a snapshot received from the leader, stores it and makes it the state.
+    fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let data = snapshot.into_inner();
         let state = decode_state(&data).map_err(|e| io_error(subject, ErrorVerb::Read, e))?;
         persist_snapshot(
             &self.db,
@@ -282,15 +305,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         drop(guard);
         tracing::info!(last_log = ?meta.last_log_id, "snapshot installed");
         Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored = load_snapshot(&self.db)
-            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
     }
 }
 
