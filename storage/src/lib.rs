@@ -12,7 +12,8 @@
 //!
 //! Durability rules: big-endian log indexes, every persisted value carries a format version
 //! (`cluster::wire`), the vote is synced before it is acknowledged, a snapshot's data and its
-//! metadata are written in one synced batch.
+//! metadata are ingested together as one synced table file, off the WAL the log appends wait
+//! on.
 
 #![forbid(unsafe_code)]
 // openraft's `StorageError` is the error type its storage traits require; helpers return it

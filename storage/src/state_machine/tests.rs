@@ -71,6 +71,12 @@ mod restart {
             sm.apply(entries[..4].to_vec()).await.expect("apply");
             let mut builder = sm.get_snapshot_builder().await;
             builder.build_snapshot().await.expect("snapshot");
+            assert!(
+                !dir.path()
+                    .join(crate::state_machine::INCOMING_SNAPSHOT_FILE)
+                    .exists(),
+                "the snapshot's table file was moved into the store"
+            );
             log.save_committed(Some(log_id(6))).await.expect("committed");
             log.purge(log_id(3)).await.expect("purge");
         }
