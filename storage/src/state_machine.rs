@@ -12,12 +12,12 @@ use rocksdb::{IngestExternalFileOptions, SstFileWriter, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
+use crate::error::{io_error, StorageOpenError};
+use crate::offload::offload;
 
 /// The table file a snapshot is written to before it is ingested (and moved) into the store;
 /// only ever one at a time, under the snapshot writers' lock.
 const INCOMING_SNAPSHOT_FILE: &str = "incoming-snapshot.sst";
-use crate::error::{io_error, StorageOpenError};
-use crate::offload::offload;
 
 /// The applied state with the log position it reflects.
 #[derive(Debug, Default, Clone)]
@@ -166,17 +166,20 @@ fn persist_snapshot(db: &DB, snapshot: &StoredSnapshot, writers: &Mutex<()>) -> 
 /// with the file and the manifest synced before it returns.
 fn ingest_snapshot(db: &DB, data: &[u8], last_log: &[u8]) -> Result<(), rocksdb::Error> {
     let path = db.path().join(INCOMING_SNAPSHOT_FILE);
-    let options = rocksdb::Options::default();
-    let mut writer = SstFileWriter::create(&options);
-    writer.open(&path)?;
-    // A table file takes its keys in order: "snapshot" sorts before "snapshot_last_log".
-    writer.put(SNAPSHOT_KEY, data)?;
-    writer.put(SNAPSHOT_LAST_LOG_KEY, last_log)?;
-    writer.finish()?;
-    let mut ingest = IngestExternalFileOptions::default();
-    ingest.set_move_files(true);
-    let ingested = db.ingest_external_file_cf_opts(cf(db, CF_SM), &ingest, vec![&path]);
+    let ingested = (|| {
+        let options = rocksdb::Options::default();
+        let mut writer = SstFileWriter::create(&options);
+        writer.open(&path)?;
+        // A table file takes its keys in order: "snapshot" sorts before "snapshot_last_log".
+        writer.put(SNAPSHOT_KEY, data)?;
+        writer.put(SNAPSHOT_LAST_LOG_KEY, last_log)?;
+        writer.finish()?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        db.ingest_external_file_cf_opts(cf(db, CF_SM), &ingest, vec![&path])
+    })();
     if ingested.is_err() {
+        // Whatever was written of the file is of no use; a success moved it away.
         let _ = std::fs::remove_file(&path);
     }
     ingested
