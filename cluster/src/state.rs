@@ -10,6 +10,7 @@ mod routes;
 pub use limits::{MAX_LEASE_MS, MAX_SLICE_ASKS, MAX_SPEND_REPORTS};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,7 @@ use crate::validate::{self, FieldError};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// Keys by id (ordered, so listing pages are stable).
-    keys: BTreeMap<String, KeyRecord>,
+    keys: BTreeMap<String, Arc<KeyRecord>>,
     /// Member info by node id.
     nodes: BTreeMap<NodeId, NodeInfo>,
     /// Routes by id.
@@ -46,7 +47,7 @@ pub struct State {
     /// Request totals by key id.
     usage: BTreeMap<String, KeyUsage>,
     /// The most recent admin writes, oldest first.
-    audit: VecDeque<AuditEntry>,
+    audit: VecDeque<Arc<AuditEntry>>,
     /// Sequence number of the next audit entry.
     next_audit_seq: u64,
     /// Secret hash → key id. Derived from `keys`; rebuilt after decoding.
@@ -108,9 +109,46 @@ impl State {
             .collect();
     }
 
+    /// Returns a copy for encoding into a snapshot: the records are shared, not duplicated,
+    /// and the derived index, which snapshots leave out, is not copied. A few hundred
+    /// thousand keys take milliseconds instead of the state machine's time for a deep copy.
+    pub fn snapshot_copy(&self) -> State {
+        // Spelled out field by field, so that a new field cannot be forgotten here.
+        let State {
+            keys,
+            nodes,
+            routes,
+            settings,
+            tenants,
+            providers,
+            admin_tokens,
+            token_revocations,
+            meters,
+            usage,
+            audit,
+            next_audit_seq,
+            key_by_hash: _,
+        } = self;
+        State {
+            keys: keys.clone(),
+            nodes: nodes.clone(),
+            routes: routes.clone(),
+            settings: settings.clone(),
+            tenants: tenants.clone(),
+            providers: providers.clone(),
+            admin_tokens: admin_tokens.clone(),
+            token_revocations: token_revocations.clone(),
+            meters: meters.clone(),
+            usage: usage.clone(),
+            audit: audit.clone(),
+            next_audit_seq: *next_audit_seq,
+            key_by_hash: HashMap::new(),
+        }
+    }
+
     /// Returns a key by id.
     pub fn key(&self, id: &str) -> Option<&KeyRecord> {
-        self.keys.get(id)
+        self.keys.get(id).map(|key| &**key)
     }
 
     /// Returns the key a secret hash belongs to, with the matching secret.
@@ -127,7 +165,7 @@ impl State {
             Some(cursor) => Bound::Excluded(cursor.to_owned()),
             None => Bound::Unbounded,
         };
-        let mut iter = self.keys.range((start, Bound::Unbounded)).map(|(_, k)| k);
+        let mut iter = self.keys.range((start, Bound::Unbounded)).map(|(_, k)| &**k);
         let page: Vec<&KeyRecord> = iter.by_ref().take(limit).collect();
         let more = iter.next().is_some();
         (page, more)
@@ -135,7 +173,7 @@ impl State {
 
     /// Returns every key, in id order.
     pub fn keys(&self) -> impl Iterator<Item = &KeyRecord> {
-        self.keys.values()
+        self.keys.values().map(|key| &**key)
     }
 
     /// Returns the number of keys.
@@ -159,6 +197,14 @@ impl State {
             ..settings.clone()
         };
         Response::Settings(self.settings.clone())
+    }
+
+    /// Returns a key to change; a snapshot being encoded keeps the record as it was.
+    fn key_mut(&mut self, id: &str) -> Result<&mut KeyRecord, Rejection> {
+        self.keys
+            .get_mut(id)
+            .map(Arc::make_mut)
+            .ok_or_else(|| not_found(id))
     }
 
     fn create_key(&mut self, new: &NewKey) -> Result<Response, Rejection> {
@@ -187,7 +233,7 @@ impl State {
             updated_at_ms: new.now_ms,
         };
         self.key_by_hash.insert(new.secret.hash, record.id.clone());
-        self.keys.insert(record.id.clone(), record.clone());
+        self.keys.insert(record.id.clone(), Arc::new(record.clone()));
         Ok(Response::Key(Box::new(record)))
     }
 
@@ -200,7 +246,7 @@ impl State {
     ) -> Result<Response, Rejection> {
         validate::grace_secs(grace_ms / 1000).map_err(invalid)?;
         let collides = self.key_by_hash.contains_key(&secret.hash);
-        let key = self.keys.get_mut(id).ok_or_else(|| not_found(id))?;
+        let key = self.key_mut(id)?;
         match key.status_at(now_ms) {
             KeyStatus::Active => {}
             KeyStatus::Revoked => return Err(Rejection::KeyRevoked { id: id.to_owned() }),
@@ -241,7 +287,7 @@ impl State {
     }
 
     fn revoke_key(&mut self, id: &str, now_ms: i64) -> Result<Response, Rejection> {
-        let key = self.keys.get_mut(id).ok_or_else(|| not_found(id))?;
+        let key = self.key_mut(id)?;
         if key.status != KeyStatus::Revoked {
             key.status = KeyStatus::Revoked;
             key.updated_at_ms = now_ms;
@@ -251,6 +297,7 @@ impl State {
 
     fn delete_key(&mut self, id: &str) -> Result<Response, Rejection> {
         let key = self.keys.remove(id).ok_or_else(|| not_found(id))?;
+        let key = Arc::unwrap_or_clone(key);
         self.usage.remove(id);
         self.forget_meters(&crate::limits::Subject::Key(key.id.clone()), &[]);
         for secret in &key.secrets {
@@ -262,7 +309,22 @@ impl State {
     fn expire_keys(&mut self, now_ms: i64) -> Response {
         let mut expired = 0;
         let mut secrets_pruned = 0;
-        for key in self.keys.values_mut() {
+        let lapses = |key: &KeyRecord| {
+            (key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired)
+                || key.secrets.iter().any(|secret| !secret.is_valid_at(now_ms))
+        };
+        // Found first and changed after: a key written to is copied out of any snapshot
+        // that shares it, so only the keys that lapse are written.
+        let lapsed: Vec<String> = self
+            .keys
+            .values()
+            .filter(|key| lapses(key))
+            .map(|key| key.id.clone())
+            .collect();
+        for id in lapsed {
+            let Some(key) = self.keys.get_mut(&id).map(Arc::make_mut) else {
+                continue;
+            };
             let mut changed = false;
             if key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired {
                 key.status = KeyStatus::Expired;

@@ -1,6 +1,7 @@
 //! Usage totals and the audit log in the replicated state.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::{apply, State};
 use crate::activity::{
@@ -23,7 +24,7 @@ impl State {
     }
 
     /// Returns the audit log, oldest first.
-    pub fn audit(&self) -> &VecDeque<AuditEntry> {
+    pub fn audit(&self) -> &VecDeque<Arc<AuditEntry>> {
         &self.audit
     }
 
@@ -111,7 +112,7 @@ impl State {
         if self.audit.len() >= MAX_AUDIT_ENTRIES {
             self.audit.pop_front();
         }
-        self.audit.push_back(AuditEntry {
+        self.audit.push_back(Arc::new(AuditEntry {
             seq,
             at_ms: record.at_ms,
             actor: record.actor,
@@ -119,7 +120,7 @@ impl State {
             target: record.target,
             outcome: record.outcome,
             details: record.details,
-        });
+        }));
         seq
     }
 }

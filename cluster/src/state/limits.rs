@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{invalid, not_found, State};
+use super::{invalid, State};
 use crate::command::{KeyUpdate, Rejection, Response, SliceAnswer, SliceBatch};
 use crate::limits::{Limit, Meter, MeterId, SliceRequest, Subject};
 use crate::model::Tenant;
@@ -43,10 +43,7 @@ impl State {
 
     pub(super) fn update_key(&mut self, update: &KeyUpdate) -> Result<Response, Rejection> {
         validate_update(update).map_err(invalid)?;
-        let key = self
-            .keys
-            .get_mut(&update.id)
-            .ok_or_else(|| not_found(&update.id))?;
+        let key = self.key_mut(&update.id)?;
         let limits = match &update.limits {
             Some(changed) => {
                 let mut limits: Vec<Limit> = key

@@ -184,3 +184,31 @@ fn a_data_directory_refuses_to_start_as_another_node() {
         Ok(_) => panic!("node 3 must not open node 2's data"),
     }
 }
+
+mod stored_format {
+    use serde::{Deserialize, Serialize};
+
+    use super::super::StoredSnapshot;
+    use cluster::types::SnapshotMeta;
+    use cluster::wire;
+
+    /// The layout snapshots were stored in before their data was encoded as one block.
+    #[derive(Serialize, Deserialize)]
+    struct ByteByByte {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    }
+
+    #[test]
+    fn snapshots_stored_byte_by_byte_decode_and_encode_the_same() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let old = ByteByByte {
+            meta: SnapshotMeta::default(),
+            data: data.clone(),
+        };
+        let stored = wire::encode(&old).expect("encode");
+        let decoded: StoredSnapshot = wire::decode_large(&stored).expect("decode");
+        assert_eq!(decoded.data, data);
+        assert_eq!(wire::encode(&decoded).expect("encode"), stored);
+    }
+}
