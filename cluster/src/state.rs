@@ -245,16 +245,17 @@ impl State {
         now_ms: i64,
     ) -> Result<Response, Rejection> {
         validate::grace_secs(grace_ms / 1000).map_err(invalid)?;
-        let collides = self.key_by_hash.contains_key(&secret.hash);
-        let key = self.key_mut(id)?;
-        match key.status_at(now_ms) {
+        let status = self.key(id).ok_or_else(|| not_found(id))?.status_at(now_ms);
+        match status {
             KeyStatus::Active => {}
             KeyStatus::Revoked => return Err(Rejection::KeyRevoked { id: id.to_owned() }),
             KeyStatus::Expired => return Err(Rejection::KeyExpired { id: id.to_owned() }),
         }
-        if collides {
+        if self.key_by_hash.contains_key(&secret.hash) {
             return Err(Rejection::SecretCollision);
         }
+        // Taken for writing only once the rotation is sure to happen.
+        let key = self.key_mut(id)?;
         let grace_end = now_ms.saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX));
         let mut dropped = Vec::new();
         for old in &mut key.secrets {
