@@ -49,7 +49,12 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ProxyError> {
 pub fn authenticate(view: &View, headers: &HeaderMap, now_ms: i64) -> Result<Arc<KeyAuth>, ProxyError> {
     let token = presented(headers)?;
     let hash = secret::verify(token).map_err(|_| ProxyError::InvalidCredential)?;
-    let key = view.keys.get(&hash).ok_or(ProxyError::InvalidCredential)?;
+    let key = view
+        .keys
+        .pin()
+        .get(&hash)
+        .cloned()
+        .ok_or(ProxyError::InvalidCredential)?;
     match key.status {
         KeyStatus::Revoked => return Err(ProxyError::Revoked),
         KeyStatus::Expired => return Err(ProxyError::Expired),
@@ -61,7 +66,7 @@ pub fn authenticate(view: &View, headers: &HeaderMap, now_ms: i64) -> Result<Arc
     if key.secret_valid_until_ms.is_some_and(|until| until <= now_ms) {
         return Err(ProxyError::Expired);
     }
-    Ok(key.clone())
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -83,8 +88,8 @@ mod tests {
     }
 
     fn view_with(plaintext: &str, auth: KeyAuth) -> View {
-        let mut view = View::default();
-        view.keys.insert(secret::hash(plaintext), Arc::new(auth));
+        let view = View::default();
+        view.keys.pin().insert(secret::hash(plaintext), Arc::new(auth));
         view
     }
 

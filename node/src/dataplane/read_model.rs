@@ -1,7 +1,13 @@
 //! The data plane's read model: what a request handler needs from the replicated state,
-//! kept in an immutable view that the state machine swaps atomically on every apply.
-//! Handlers load the current view without a lock; keys live in a persistent hash map, so a
-//! change copies a path of the map, not the map.
+//! kept in a view that the state machine swaps atomically on every apply. Handlers load the
+//! current view without a lock.
+//!
+//! Keys are the exception to swapping: they live in one concurrent map ([`KeyIndex`])
+//! that successive views share and apply changes in place, so that a write costs one
+//! entry, not a copy of part of a map of every key. A key changes one entry at a time and
+//! never disappears while it is being replaced (the new entries go in before the old ones
+//! come out); a snapshot installed or the keys rebuilt as a whole get a new map, swapped in
+//! with the view.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,10 +73,15 @@ pub struct KeyAuth {
 /// A key's meters of one kind, shared by all its secrets.
 pub type Meters = Arc<[Arc<LocalMeter>]>;
 
-/// An immutable view of everything the proxy reads.
+/// Secret hash → the key it authenticates. Lookups take no lock (papaya's reads are
+/// lock-free). The hashes are SHA-256 digests, which nobody can steer, so a fast
+/// non-cryptographic hasher is enough.
+pub type KeyIndex = papaya::HashMap<SecretHash, Arc<KeyAuth>, rustc_hash::FxBuildHasher>;
+
+/// A view of everything the proxy reads; all but the key index is immutable.
 #[derive(Debug, Default, Clone)]
 pub struct View {
-    pub keys: imbl::HashMap<SecretHash, Arc<KeyAuth>>,
+    pub keys: Arc<KeyIndex>,
     pub routes: Arc<RouteTable>,
     pub stale_policy: StalePolicy,
     pub revoked_tokens: Arc<RevokedTokenIndex>,
@@ -142,17 +153,20 @@ impl ReadModel {
             .collect()
     }
 
+    /// Brings one key's entries up to date. New entries replace old ones before any old
+    /// entry is removed, so a request with a secret that stays valid always finds it.
     fn refresh_key(&self, view: &mut View, writer: &mut WriterSide, state: &State, id: &str) {
-        if let Some(old) = writer.hashes_by_key.remove(id) {
-            for hash in old {
-                view.keys.remove(&hash);
-            }
-        }
+        let old = writer.hashes_by_key.remove(id).unwrap_or_default();
         match state.key(id) {
             Some(record) => self.insert_key(view, writer, state, record),
             None => {
                 writer.usage_by_key.remove(id);
             }
+        }
+        let current = writer.hashes_by_key.get(id).map_or(&[][..], Vec::as_slice);
+        let keys = view.keys.pin();
+        for hash in old.iter().filter(|hash| !current.contains(hash)) {
+            keys.remove(hash);
         }
     }
 
@@ -191,8 +205,9 @@ impl ReadModel {
         let scopes = Scopes::of(&record.scopes);
         let (meters, ai_meters) = self.meters_of(state, record);
         let mut hashes = Vec::with_capacity(record.secrets.len());
+        let keys = view.keys.pin();
         for secret in &record.secrets {
-            view.keys.insert(
+            keys.insert(
                 secret.hash,
                 Arc::new(KeyAuth {
                     key_id: key_id.clone(),
@@ -212,7 +227,7 @@ impl ReadModel {
     }
 
     fn rebuild_keys(&self, view: &mut View, writer: &mut WriterSide, state: &State) {
-        view.keys = imbl::HashMap::new();
+        view.keys = Arc::new(KeyIndex::default());
         writer.hashes_by_key.clear();
         let mut usage = std::mem::take(&mut writer.usage_by_key);
         for record in state.keys() {
@@ -286,5 +301,126 @@ impl ApplyObserver for ReadModel {
         };
         self.rebuild_keys(&mut view, &mut writer, state);
         self.current.store(Arc::new(view));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use cluster::command::{KeyUpdate, NewKey};
+    use cluster::model::KeySecret;
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn secret(byte: u8) -> KeySecret {
+        KeySecret {
+            hash: [byte; 32],
+            prefix: format!("cf_{byte:02x}"),
+            created_at_ms: T0,
+            valid_until_ms: None,
+        }
+    }
+
+    /// Applies `command` to `state` and shows it to `model`, as the state machine does.
+    fn apply(model: &ReadModel, state: &mut State, command: Command) {
+        let proposal = Proposal::One(command);
+        let outcome = cluster::apply_proposal(state, &proposal);
+        assert!(!format!("{outcome:?}").contains("Rejected"), "{outcome:?}");
+        model.applied(state, std::slice::from_ref(&proposal));
+    }
+
+    fn create(id: &str, byte: u8) -> Command {
+        Command::CreateKey(Box::new(NewKey {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            tenant: None,
+            scopes: vec!["*".to_owned()],
+            limits: Vec::new(),
+            expires_at_ms: None,
+            metadata_json: "{}".to_owned(),
+            secret: secret(byte),
+            now_ms: T0,
+        }))
+    }
+
+    fn lookup(model: &ReadModel, byte: u8) -> Option<Arc<KeyAuth>> {
+        model.load_full().keys.pin().get(&[byte; 32]).cloned()
+    }
+
+    #[test]
+    fn the_index_follows_create_rotate_revoke_and_delete() {
+        let model = ReadModel::default();
+        let mut state = State::default();
+        apply(&model, &mut state, create("key_a", 1));
+        assert_eq!(lookup(&model, 1).map(|k| k.status), Some(KeyStatus::Active));
+
+        let rotate = Command::RotateKey {
+            id: "key_a".into(),
+            secret: secret(2),
+            grace_ms: 60_000,
+            now_ms: T0,
+        };
+        apply(&model, &mut state, rotate);
+        let old = lookup(&model, 1).expect("old secret in its grace period");
+        assert_eq!(old.secret_valid_until_ms, Some(T0 + 60_000));
+        assert_eq!(lookup(&model, 2).map(|k| k.secret_valid_until_ms), Some(None));
+
+        let revoke = Command::RevokeKey {
+            id: "key_a".into(),
+            now_ms: T0,
+        };
+        apply(&model, &mut state, revoke);
+        for byte in [1, 2] {
+            assert_eq!(lookup(&model, byte).map(|k| k.status), Some(KeyStatus::Revoked));
+        }
+
+        let delete = Command::DeleteKey {
+            id: "key_a".into(),
+            now_ms: T0,
+        };
+        apply(&model, &mut state, delete);
+        assert!(lookup(&model, 1).is_none() && lookup(&model, 2).is_none());
+        assert_eq!(model.load_full().keys.len(), 0);
+    }
+
+    #[test]
+    fn a_key_being_changed_is_never_missing_from_the_index() {
+        let model = Arc::new(ReadModel::default());
+        let mut state = State::default();
+        apply(&model, &mut state, create("key_a", 1));
+        let done = Arc::new(AtomicBool::new(false));
+        let (misses, lookups) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let reader = {
+            let (model, done) = (model.clone(), done.clone());
+            let (misses, lookups) = (misses.clone(), lookups.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if lookup(&model, 1).is_none() {
+                        misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    lookups.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        // Renames rewrite the key's entry each time; the reader must find it throughout.
+        let mut round = 0u64;
+        while round < 2_000 || lookups.load(Ordering::Relaxed) < 10_000 {
+            let update = Command::UpdateKey(Box::new(KeyUpdate {
+                id: "key_a".into(),
+                name: Some(format!("name {round}")),
+                scopes: None,
+                limits: None,
+                limit_units: Vec::new(),
+                now_ms: T0,
+            }));
+            apply(&model, &mut state, update);
+            round += 1;
+        }
+        done.store(true, Ordering::Relaxed);
+        reader.join().expect("reader");
+        assert_eq!(misses.load(Ordering::Relaxed), 0);
     }
 }
