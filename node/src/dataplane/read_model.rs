@@ -9,7 +9,7 @@
 //! come out); a snapshot installed or the keys rebuilt as a whole get a new map, swapped in
 //! with the view.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -92,6 +92,10 @@ pub struct View {
 struct WriterSide {
     hashes_by_key: HashMap<String, Vec<SecretHash>>,
     usage_by_key: HashMap<String, Arc<UsageCell>>,
+    /// When each key next changes by itself (an active key's expiry, a rotated-out
+    /// secret's end of grace), so that an expiry sweep refreshes the keys it changed rather
+    /// than every key. May hold stale entries; they cost one needless refresh.
+    deadlines: BTreeSet<(i64, String)>,
 }
 
 /// The read model: the current view plus what it takes to update it.
@@ -222,6 +226,12 @@ impl ReadModel {
                 }),
             );
             hashes.push(secret.hash);
+            if let Some(until) = secret.valid_until_ms {
+                writer.deadlines.insert((until, record.id.clone()));
+            }
+        }
+        if let (KeyStatus::Active, Some(at)) = (record.status, record.expires_at_ms) {
+            writer.deadlines.insert((at, record.id.clone()));
         }
         writer.hashes_by_key.insert(record.id.clone(), hashes);
     }
@@ -229,6 +239,7 @@ impl ReadModel {
     fn rebuild_keys(&self, view: &mut View, writer: &mut WriterSide, state: &State) {
         view.keys = Arc::new(KeyIndex::default());
         writer.hashes_by_key.clear();
+        writer.deadlines.clear();
         let mut usage = std::mem::take(&mut writer.usage_by_key);
         for record in state.keys() {
             if let Some(cell) = usage.remove(&record.id) {
@@ -246,11 +257,19 @@ impl ReadModel {
                 self.refresh_key(view, writer, state, id)
             }
             Command::UpdateKey(update) => self.refresh_key(view, writer, state, &update.id),
-            // Tenant limits change rarely and reach every key of the tenant.
-            Command::ExpireKeys { .. } => {
-                self.rebuild_keys(view, writer, state);
+            Command::ExpireKeys { now_ms } => {
+                // The sweep changed exactly the keys with a deadline at or before `now_ms`.
+                let later = writer
+                    .deadlines
+                    .split_off(&(now_ms.saturating_add(1), String::new()));
+                let due = std::mem::replace(&mut writer.deadlines, later);
+                let ids: BTreeSet<String> = due.into_iter().map(|(_, id)| id).collect();
+                for id in ids {
+                    self.refresh_key(view, writer, state, &id);
+                }
                 view.revoked_tokens = Arc::new(RevokedTokenIndex::build(state));
             }
+            // Tenant limits change rarely and reach every key of the tenant.
             Command::PutTenant { .. } | Command::DeleteTenant { .. } => {
                 self.rebuild_keys(view, writer, state)
             }
@@ -384,6 +403,41 @@ mod tests {
         apply(&model, &mut state, delete);
         assert!(lookup(&model, 1).is_none() && lookup(&model, 2).is_none());
         assert_eq!(model.load_full().keys.len(), 0);
+    }
+
+    #[test]
+    fn an_expiry_sweep_refreshes_the_keys_it_changed_and_no_other() {
+        let model = ReadModel::default();
+        let mut state = State::default();
+        let Command::CreateKey(mut due) = create("key_due", 1) else {
+            unreachable!()
+        };
+        due.expires_at_ms = Some(T0 + 100);
+        apply(&model, &mut state, Command::CreateKey(due));
+        apply(&model, &mut state, create("key_rotated", 2));
+        let rotate = Command::RotateKey {
+            id: "key_rotated".into(),
+            secret: secret(3),
+            grace_ms: 50,
+            now_ms: T0,
+        };
+        apply(&model, &mut state, rotate);
+        apply(&model, &mut state, create("key_other", 4));
+        let untouched = lookup(&model, 4).expect("other key");
+
+        apply(&model, &mut state, Command::ExpireKeys { now_ms: T0 + 49 });
+        assert_eq!(lookup(&model, 1).map(|k| k.status), Some(KeyStatus::Active));
+        assert!(lookup(&model, 2).is_some(), "still in its grace period");
+
+        apply(&model, &mut state, Command::ExpireKeys { now_ms: T0 + 100 });
+        assert_eq!(lookup(&model, 1).map(|k| k.status), Some(KeyStatus::Expired));
+        assert!(lookup(&model, 2).is_none(), "past its grace, pruned");
+        assert!(lookup(&model, 3).is_some());
+        let other = lookup(&model, 4).expect("other key");
+        assert!(
+            Arc::ptr_eq(&other, &untouched),
+            "a key the sweep did not change is not rebuilt"
+        );
     }
 
     #[test]
