@@ -54,13 +54,9 @@ impl UsageFlusher {
     }
 }
 
-/// Takes every key's counts since the last report.
+/// Takes the counts of every key used since the last report.
 fn drain(read_model: &ReadModel) -> Vec<(Arc<UsageCell>, KeyUsageDelta)> {
-    read_model
-        .usage_cells()
-        .into_iter()
-        .filter_map(|(id, cell)| cell.drain(&id).map(|delta| (cell, delta)))
-        .collect()
+    read_model.usage_ledger().drain()
 }
 
 /// Sends what was counted since the last report right away; called on shutdown so that a

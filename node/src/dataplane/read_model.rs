@@ -22,7 +22,7 @@ use super::jwt::revoked::RevokedTokenIndex;
 use super::limiter::{Limiter, LocalMeter};
 use super::route_table::RouteTable;
 use super::upstream::HealthRegistry;
-use super::usage::UsageCell;
+use super::usage::{UsageCell, UsageLedger};
 
 /// Which routes a key may call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,8 @@ pub struct ReadModel {
     health: HealthRegistry,
     jwks: JwksRegistry,
     limiter: Arc<Limiter>,
+    /// The keys counted on this node since the last usage report.
+    usage_ledger: Arc<UsageLedger>,
     /// Opens the routes' sealed upstream credentials and HMAC secrets.
     master_key: Option<Arc<crate::master_key::MasterKey>>,
 }
@@ -144,17 +146,10 @@ impl ReadModel {
         &self.limiter
     }
 
-    /// Returns every key's usage cell (for the usage flusher).
-    pub fn usage_cells(&self) -> Vec<(String, Arc<UsageCell>)> {
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer
-            .usage_by_key
-            .iter()
-            .map(|(id, cell)| (id.clone(), cell.clone()))
-            .collect()
+    /// Returns the keys counted on this node since the last usage report (for the usage
+    /// flusher).
+    pub fn usage_ledger(&self) -> &UsageLedger {
+        &self.usage_ledger
     }
 
     /// Brings one key's entries up to date. New entries replace old ones before any old
@@ -205,7 +200,11 @@ impl ReadModel {
             .tenant
             .as_deref()
             .and_then(|t| http1::HeaderValue::from_str(t).ok());
-        let usage = writer.usage_by_key.entry(record.id.clone()).or_default().clone();
+        let usage = writer
+            .usage_by_key
+            .entry(record.id.clone())
+            .or_insert_with(|| Arc::new(UsageCell::new(&record.id, self.usage_ledger.clone())))
+            .clone();
         let scopes = Scopes::of(&record.scopes);
         let (meters, ai_meters) = self.meters_of(state, record);
         let mut hashes = Vec::with_capacity(record.secrets.len());

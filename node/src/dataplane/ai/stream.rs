@@ -179,18 +179,25 @@ impl SseUsageScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::usage::UsageCell;
+    use cluster::activity::KeyUsageDelta;
 
-    /// A scanner counting into a cell of its own, without a reservation.
-    fn counting_scanner() -> (Arc<UsageCell>, SseUsageScanner) {
-        let cell = Arc::new(UsageCell::default());
+    use crate::dataplane::usage::{UsageCell, UsageLedger};
+
+    /// A scanner counting into a cell of its own, without a reservation; returns the
+    /// ledger the cell reports to.
+    fn counting_scanner() -> (Arc<UsageLedger>, SseUsageScanner) {
+        let ledger = Arc::new(UsageLedger::default());
         let meter = UsageMeter {
-            cell: Some(cell.clone()),
+            cell: Some(Arc::new(UsageCell::new("key", ledger.clone()))),
             name: "p/m".into(),
             price: None,
             reservation: None,
         };
-        (cell, SseUsageScanner::new(meter))
+        (ledger, SseUsageScanner::new(meter))
+    }
+
+    fn drain(ledger: &UsageLedger) -> Option<KeyUsageDelta> {
+        ledger.drain().pop().map(|(_, delta)| delta)
     }
 
     #[test]
@@ -202,9 +209,9 @@ mod tests {
         for piece in events.as_bytes().chunks(5) {
             scanner.feed(piece);
         }
-        assert!(cell.drain("key").is_none(), "counted once the stream ends");
+        assert!(drain(&cell).is_none(), "counted once the stream ends");
         scanner.finish();
-        let delta = cell.drain("key").expect("counted");
+        let delta = drain(&cell).expect("counted");
         assert_eq!(delta.models.len(), 1);
         let (name, usage) = &delta.models[0];
         assert_eq!(name, "p/m");
@@ -244,7 +251,7 @@ mod tests {
             );
         }
         scanner.finish();
-        let delta = cell.drain("key").expect("counted");
+        let delta = drain(&cell).expect("counted");
         assert_eq!(delta.models[0].1.completion_tokens, 3);
     }
 }
