@@ -38,7 +38,7 @@ impl State {
         let mut known = 0;
         for delta in &report.keys {
             // Usage of a key deleted since the report was made is dropped with the key.
-            if !self.keys.contains_key(&delta.key_id) {
+            if !self.keys.contains_key(delta.key_id.as_str()) {
                 continue;
             }
             known += 1;

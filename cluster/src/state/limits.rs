@@ -36,7 +36,7 @@ impl State {
     /// Returns the limits that apply to a subject.
     pub fn limits_of(&self, subject: &Subject) -> &[Limit] {
         match subject {
-            Subject::Key(id) => self.keys.get(id).map_or(&[], |k| k.limits.as_slice()),
+            Subject::Key(id) => self.keys.get(id.as_str()).map_or(&[], |k| k.limits.as_slice()),
             Subject::Tenant(id) => self.tenants.get(id).map_or(&[], |t| t.limits.as_slice()),
         }
     }

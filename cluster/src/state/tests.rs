@@ -1146,3 +1146,15 @@ fn providers_are_put_replaced_and_deleted() {
     );
     assert_eq!(rejected(apply(&mut state, &delete)).code(), "not_found");
 }
+
+#[test]
+fn the_key_map_encodes_as_the_plain_map_of_earlier_snapshots() {
+    let mut state = State::default();
+    create(&mut state, "key_a", 1);
+    create(&mut state, "key_b", 2);
+    let plain: BTreeMap<String, KeyRecord> = state.keys().map(|key| (key.id.clone(), key.clone())).collect();
+    let bytes = wire::encode(&plain).expect("encode");
+    assert_eq!(wire::encode(&state.keys).expect("encode"), bytes);
+    let decoded: BTreeMap<CompactString, Arc<KeyRecord>> = wire::decode(&bytes).expect("decode");
+    assert_eq!(decoded, state.keys);
+}
