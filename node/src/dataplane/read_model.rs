@@ -364,6 +364,16 @@ mod tests {
         }))
     }
 
+    /// Rotates `id` to the secret of `byte`, the old one valid for `grace_ms` more.
+    fn rotate(id: &str, byte: u8, grace_ms: u64) -> Command {
+        Command::RotateKey {
+            id: id.into(),
+            secret: secret(byte),
+            grace_ms,
+            now_ms: T0,
+        }
+    }
+
     fn lookup(model: &ReadModel, byte: u8) -> Option<Arc<KeyAuth>> {
         model.load_full().keys.pin().get(&[byte; 32]).cloned()
     }
@@ -375,13 +385,7 @@ mod tests {
         apply(&model, &mut state, create("key_a", 1));
         assert_eq!(lookup(&model, 1).map(|k| k.status), Some(KeyStatus::Active));
 
-        let rotate = Command::RotateKey {
-            id: "key_a".into(),
-            secret: secret(2),
-            grace_ms: 60_000,
-            now_ms: T0,
-        };
-        apply(&model, &mut state, rotate);
+        apply(&model, &mut state, rotate("key_a", 2, 60_000));
         let old = lookup(&model, 1).expect("old secret in its grace period");
         assert_eq!(old.secret_valid_until_ms, Some(T0 + 60_000));
         assert_eq!(lookup(&model, 2).map(|k| k.secret_valid_until_ms), Some(None));
@@ -414,13 +418,7 @@ mod tests {
         due.expires_at_ms = Some(T0 + 100);
         apply(&model, &mut state, Command::CreateKey(due));
         apply(&model, &mut state, create("key_rotated", 2));
-        let rotate = Command::RotateKey {
-            id: "key_rotated".into(),
-            secret: secret(3),
-            grace_ms: 50,
-            now_ms: T0,
-        };
-        apply(&model, &mut state, rotate);
+        apply(&model, &mut state, rotate("key_rotated", 3, 50));
         apply(&model, &mut state, create("key_other", 4));
         let untouched = lookup(&model, 4).expect("other key");
 
