@@ -138,7 +138,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let admin_task = actix_rt::spawn(admin);
     let proxy_task = actix_rt::spawn(proxy);
 
-    let janitor = ExpiryJanitor::new(cluster.clone(), config.expiry_interval).start();
+    let janitor = ExpiryJanitor::new(cluster.clone(), read_model.clone(), config.expiry_interval).start();
     let health_checker = HealthChecker::new(read_model.clone()).start();
     let quota_leaser = QuotaLeaser::new(cluster.clone(), read_model.limiter().clone()).start();
     let usage_flusher =

@@ -1,33 +1,38 @@
 //! The expiry janitor: on the leader, periodically proposes `ExpireKeys` so that expired
 //! keys are recorded as such and rotated-out secrets past their grace are dropped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use cluster::{Command, KeyStatus, State};
+use cluster::Command;
 
 use crate::clock::now_ms;
 use crate::cluster_handle::ClusterHandle;
+use crate::dataplane::read_model::ReadModel;
 
-/// Returns whether a sweep at `now_ms` would change anything.
-pub fn sweep_due(state: &State, now_ms: i64) -> bool {
-    state.keys().any(|key| {
-        (key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired)
-            || key.secrets.iter().any(|s| !s.is_valid_at(now_ms))
-    })
+/// Returns whether a sweep at `now_ms` may change anything: whether a key's deadline (an
+/// active key's expiry, a rotated-out secret's end of grace) has passed. The read model
+/// keeps these in order, so this is one look at the earliest instead of a walk over every
+/// key under the state's lock. A deadline gone stale (its key deleted or changed) makes
+/// one sweep that changes nothing, and that sweep drops it.
+pub fn sweep_due(read_model: &ReadModel, now_ms: i64) -> bool {
+    read_model.next_key_deadline().is_some_and(|at| at <= now_ms)
 }
 
 /// The actor shell around [`sweep_due`].
 pub struct ExpiryJanitor {
     cluster: ClusterHandle,
+    read_model: Arc<ReadModel>,
     interval: Duration,
     sweeping: bool,
 }
 
 impl ExpiryJanitor {
-    pub fn new(cluster: ClusterHandle, interval: Duration) -> Self {
+    pub fn new(cluster: ClusterHandle, read_model: Arc<ReadModel>, interval: Duration) -> Self {
         Self {
             cluster,
+            read_model,
             interval,
             sweeping: false,
         }
@@ -38,7 +43,7 @@ impl ExpiryJanitor {
             return;
         }
         let now = now_ms();
-        if !sweep_due(&self.cluster.shared().read().state, now) {
+        if !sweep_due(&self.read_model, now) {
             return;
         }
         self.sweeping = true;
@@ -68,7 +73,8 @@ impl Actor for ExpiryJanitor {
 #[cfg(test)]
 mod tests {
     use cluster::command::NewKey;
-    use cluster::{apply, KeySecret};
+    use cluster::{apply_proposal, KeySecret, Proposal, State};
+    use storage::ApplyObserver;
 
     use super::*;
 
@@ -91,13 +97,51 @@ mod tests {
         }))
     }
 
+    fn apply(model: &ReadModel, state: &mut State, command: Command) {
+        let proposal = Proposal::One(command);
+        apply_proposal(state, &proposal);
+        model.applied(state, std::slice::from_ref(&proposal));
+    }
+
     #[test]
-    fn a_sweep_is_due_only_when_it_would_change_something() {
+    fn a_sweep_is_due_only_once_a_deadline_has_passed() {
+        let model = ReadModel::default();
         let mut state = State::default();
-        apply(&mut state, &key("key_a", 1, Some(1_000)));
-        assert!(!sweep_due(&state, 999));
-        assert!(sweep_due(&state, 1_000));
-        apply(&mut state, &Command::ExpireKeys { now_ms: 1_000 });
-        assert!(!sweep_due(&state, 5_000));
+        apply(&model, &mut state, key("key_a", 1, Some(1_000)));
+        apply(&model, &mut state, key("key_b", 2, None));
+        assert!(!sweep_due(&model, 999));
+        assert!(sweep_due(&model, 1_000));
+        apply(&model, &mut state, Command::ExpireKeys { now_ms: 1_000 });
+        assert!(!sweep_due(&model, 5_000));
+
+        let rotate = Command::RotateKey {
+            id: "key_b".into(),
+            secret: KeySecret {
+                hash: [3; 32],
+                prefix: "cf_y".into(),
+                created_at_ms: 0,
+                valid_until_ms: None,
+            },
+            grace_ms: 4_000,
+            now_ms: 2_000,
+        };
+        apply(&model, &mut state, rotate);
+        assert!(!sweep_due(&model, 5_999));
+        assert!(sweep_due(&model, 6_000));
+    }
+
+    #[test]
+    fn a_stale_deadline_costs_one_sweep() {
+        let model = ReadModel::default();
+        let mut state = State::default();
+        apply(&model, &mut state, key("key_a", 1, Some(1_000)));
+        let delete = Command::DeleteKey {
+            id: "key_a".into(),
+            now_ms: 500,
+        };
+        apply(&model, &mut state, delete);
+        assert!(sweep_due(&model, 1_000));
+        apply(&model, &mut state, Command::ExpireKeys { now_ms: 1_000 });
+        assert!(!sweep_due(&model, 1_000));
     }
 }

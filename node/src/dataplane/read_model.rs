@@ -146,6 +146,17 @@ impl ReadModel {
         &self.limiter
     }
 
+    /// Returns the earliest time at which a key changes by itself (an active key expires,
+    /// a rotated-out secret's grace ends), if any; possibly a stale one (see the expiry
+    /// janitor).
+    pub fn next_key_deadline(&self) -> Option<i64> {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.deadlines.first().map(|(at, _)| *at)
+    }
+
     /// Returns the keys counted on this node since the last usage report (for the usage
     /// flusher).
     pub fn usage_ledger(&self) -> &UsageLedger {
