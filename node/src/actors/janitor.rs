@@ -72,76 +72,40 @@ impl Actor for ExpiryJanitor {
 
 #[cfg(test)]
 mod tests {
-    use cluster::command::NewKey;
-    use cluster::{apply_proposal, KeySecret, Proposal, State};
-    use storage::ApplyObserver;
+    use cluster::State;
 
     use super::*;
-
-    fn key(id: &str, byte: u8, expires_at_ms: Option<i64>) -> Command {
-        Command::CreateKey(Box::new(NewKey {
-            id: id.into(),
-            name: id.into(),
-            tenant: None,
-            scopes: vec![],
-            limits: Vec::new(),
-            expires_at_ms,
-            metadata_json: "{}".into(),
-            secret: KeySecret {
-                hash: [byte; 32],
-                prefix: "cf_x".into(),
-                created_at_ms: 0,
-                valid_until_ms: None,
-            },
-            now_ms: 0,
-        }))
-    }
-
-    fn apply(model: &ReadModel, state: &mut State, command: Command) {
-        let proposal = Proposal::One(command);
-        apply_proposal(state, &proposal);
-        model.applied(state, std::slice::from_ref(&proposal));
-    }
+    use crate::dataplane::read_model::tests::{apply, create, expiring, rotate, T0};
 
     #[test]
     fn a_sweep_is_due_only_once_a_deadline_has_passed() {
         let model = ReadModel::default();
         let mut state = State::default();
-        apply(&model, &mut state, key("key_a", 1, Some(1_000)));
-        apply(&model, &mut state, key("key_b", 2, None));
-        assert!(!sweep_due(&model, 999));
-        assert!(sweep_due(&model, 1_000));
-        apply(&model, &mut state, Command::ExpireKeys { now_ms: 1_000 });
-        assert!(!sweep_due(&model, 5_000));
+        apply(&model, &mut state, expiring("key_a", 1, T0 + 1_000));
+        apply(&model, &mut state, create("key_b", 2));
+        assert!(!sweep_due(&model, T0 + 999));
+        assert!(sweep_due(&model, T0 + 1_000));
+        apply(&model, &mut state, Command::ExpireKeys { now_ms: T0 + 1_000 });
+        assert!(!sweep_due(&model, T0 + 5_000));
 
-        let rotate = Command::RotateKey {
-            id: "key_b".into(),
-            secret: KeySecret {
-                hash: [3; 32],
-                prefix: "cf_y".into(),
-                created_at_ms: 0,
-                valid_until_ms: None,
-            },
-            grace_ms: 4_000,
-            now_ms: 2_000,
-        };
-        apply(&model, &mut state, rotate);
-        assert!(!sweep_due(&model, 5_999));
-        assert!(sweep_due(&model, 6_000));
+        // Rotated at T0: the old secret's grace ends at T0 + 6,000.
+        apply(&model, &mut state, rotate("key_b", 3, 6_000));
+        assert!(!sweep_due(&model, T0 + 5_999));
+        assert!(sweep_due(&model, T0 + 6_000));
     }
 
     #[test]
     fn a_stale_deadline_costs_one_sweep() {
         let model = ReadModel::default();
         let mut state = State::default();
-        apply(&model, &mut state, key("key_a", 1, Some(1_000)));
+        apply(&model, &mut state, expiring("key_a", 1, T0 + 1_000));
         let delete = Command::DeleteKey {
             id: "key_a".into(),
-            now_ms: 500,
+            now_ms: T0,
         };
         apply(&model, &mut state, delete);
-        assert!(sweep_due(&model, 1_000));
-        apply(&model, &mut state, Command::ExpireKeys { now_ms: 1_000 });
-        assert!(!sweep_due(&model, 1_000));
+        assert!(sweep_due(&model, T0 + 1_000));
+        apply(&model, &mut state, Command::ExpireKeys { now_ms: T0 + 1_000 });
+        assert!(!sweep_due(&model, T0 + 1_000));
     }
 }

@@ -333,8 +333,9 @@ impl ApplyObserver for ReadModel {
     }
 }
 
+/// Also the helpers of other modules' tests that drive a read model.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use cluster::command::{KeyUpdate, NewKey};
@@ -342,9 +343,9 @@ mod tests {
 
     use super::*;
 
-    const T0: i64 = 1_700_000_000_000;
+    pub(crate) const T0: i64 = 1_700_000_000_000;
 
-    fn secret(byte: u8) -> KeySecret {
+    pub(crate) fn secret(byte: u8) -> KeySecret {
         KeySecret {
             hash: [byte; 32],
             prefix: format!("cf_{byte:02x}"),
@@ -354,14 +355,14 @@ mod tests {
     }
 
     /// Applies `command` to `state` and shows it to `model`, as the state machine does.
-    fn apply(model: &ReadModel, state: &mut State, command: Command) {
+    pub(crate) fn apply(model: &ReadModel, state: &mut State, command: Command) {
         let proposal = Proposal::One(command);
         let outcome = cluster::apply_proposal(state, &proposal);
         assert!(!format!("{outcome:?}").contains("Rejected"), "{outcome:?}");
         model.applied(state, std::slice::from_ref(&proposal));
     }
 
-    fn create(id: &str, byte: u8) -> Command {
+    pub(crate) fn create(id: &str, byte: u8) -> Command {
         Command::CreateKey(Box::new(NewKey {
             id: id.to_owned(),
             name: id.to_owned(),
@@ -375,8 +376,17 @@ mod tests {
         }))
     }
 
+    /// Creates a key that expires at `at`.
+    pub(crate) fn expiring(id: &str, byte: u8, at: i64) -> Command {
+        let Command::CreateKey(mut key) = create(id, byte) else {
+            unreachable!("create makes a CreateKey")
+        };
+        key.expires_at_ms = Some(at);
+        Command::CreateKey(key)
+    }
+
     /// Rotates `id` to the secret of `byte`, the old one valid for `grace_ms` more.
-    fn rotate(id: &str, byte: u8, grace_ms: u64) -> Command {
+    pub(crate) fn rotate(id: &str, byte: u8, grace_ms: u64) -> Command {
         Command::RotateKey {
             id: id.into(),
             secret: secret(byte),
@@ -423,11 +433,7 @@ mod tests {
     fn an_expiry_sweep_refreshes_the_keys_it_changed_and_no_other() {
         let model = ReadModel::default();
         let mut state = State::default();
-        let Command::CreateKey(mut due) = create("key_due", 1) else {
-            unreachable!()
-        };
-        due.expires_at_ms = Some(T0 + 100);
-        apply(&model, &mut state, Command::CreateKey(due));
+        apply(&model, &mut state, expiring("key_due", 1, T0 + 100));
         apply(&model, &mut state, create("key_rotated", 2));
         apply(&model, &mut state, rotate("key_rotated", 3, 50));
         apply(&model, &mut state, create("key_other", 4));

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use cluster::activity::{KeyUsageDelta, ModelUsage, STATUS_CLASSES};
+
 /// The cells counted since the last drain.
 #[derive(Debug, Default)]
 pub struct UsageLedger {
@@ -32,8 +34,6 @@ impl UsageLedger {
             .collect()
     }
 }
-
-use cluster::activity::{KeyUsageDelta, ModelUsage, STATUS_CLASSES};
 
 /// Requests of one key on this node since the last report.
 #[derive(Debug, Default)]
