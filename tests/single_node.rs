@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{http, send, wait_for, Node};
+use support::{create_key, http, send, wait_for, Cluster, Node};
 
 #[test]
 fn serve_without_flags_is_a_working_single_node_that_survives_restart() {
@@ -114,4 +114,54 @@ fn the_expiry_janitor_records_expired_keys_through_raft() {
 fn rfc3339_in(ahead: Duration) -> String {
     let at = chrono::Utc::now() + chrono::Duration::from_std(ahead).expect("duration");
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Key ids start with their creation time, so a listing pages in creation order and a key
+/// created while a client pages through the list turns up on a later page.
+#[test]
+fn keys_list_in_creation_order_and_a_key_created_while_paging_is_not_skipped() {
+    let cluster = Cluster::start(1, &[]);
+    let node = cluster.node(1);
+    let created: Vec<String> = (0..30)
+        .map(|i| create_key(node, &format!("paged-{i}")).expect("key created"))
+        .collect();
+
+    let page = |cursor: Option<&str>| {
+        let path = match cursor {
+            Some(cursor) => format!("/v1/keys?limit=7&cursor={cursor}"),
+            None => "/v1/keys?limit=7".to_owned(),
+        };
+        let answer = node.get(&path).expect("list answers");
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.body
+    };
+    let mut listed: Vec<(String, String)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut late = None;
+    loop {
+        let body = page(cursor.as_deref());
+        for key in body["keys"].as_array().expect("keys") {
+            let field = |name: &str| key[name].as_str().expect("string field").to_owned();
+            listed.push((field("id"), field("created_at")));
+        }
+        if late.is_none() {
+            // After the first page has been read.
+            late = Some(create_key(node, "created-while-paging").expect("key created"));
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+
+    let ids: Vec<&String> = listed.iter().map(|(id, _)| id).collect();
+    let late = late.expect("late key");
+    assert!(ids.contains(&&late), "the key created while paging was skipped");
+    assert_eq!(ids.len(), created.len() + 1, "each key listed once: {ids:?}");
+    // Listing order is id order; ids begin with the creation time.
+    assert!(
+        listed.windows(2).all(|pair| pair[0].1 <= pair[1].1),
+        "keys out of creation order: {listed:?}"
+    );
+    assert_eq!(ids.last(), Some(&&late), "the newest key lists last");
 }

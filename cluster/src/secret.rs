@@ -86,11 +86,30 @@ pub fn hash(secret: &str) -> SecretHash {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// Generates an identifier such as `key_7Hq2…`: a prefix and 96 random bits in base58.
-pub fn generate_id(prefix: &str, rng: &mut impl RngCore) -> String {
-    let mut raw = [0u8; 12];
-    rng.fill_bytes(&mut raw);
-    format!("{prefix}{}", bs58::encode(raw).into_string())
+/// Bits of creation time at the front of a generated id: milliseconds until the year 10889.
+const ID_TIME_BITS: u32 = 48;
+/// Random bits after the time: two ids drawn in the same millisecond collide with
+/// probability 2^-64, and a collision is refused by `apply`, never overwritten.
+const ID_RANDOM_BITS: u32 = 64;
+/// Base58 digits of an id's body: 58^20 > 2^112.
+const ID_DIGITS: usize = 20;
+const _: () = assert!(ID_TIME_BITS + ID_RANDOM_BITS <= 128);
+
+/// Generates an identifier such as `key_1Bz3…`: the prefix, then 20 base58 digits of the
+/// creation time in milliseconds followed by 64 random bits.
+///
+/// Ids sort in creation order (up to the proposing nodes' clock skew), which is what makes
+/// listings page in creation order and puts a key created while a client pages after its
+/// cursor. It also places a new key at the right edge of the state's ordered key tree,
+/// whose path stays in cache, instead of at a random leaf. With a four-character prefix
+/// the id is 24 bytes, short enough to be stored inline in that tree.
+pub fn generate_id(prefix: &str, now_ms: i64, rng: &mut impl RngCore) -> String {
+    let time = u128::from(now_ms.max(0) as u64) & ((1 << ID_TIME_BITS) - 1);
+    let value = (time << ID_RANDOM_BITS) | u128::from(rng.next_u64());
+    let mut id = String::with_capacity(prefix.len() + ID_DIGITS);
+    id.push_str(prefix);
+    base58::encode_fixed::<ID_DIGITS>(value, &mut id);
+    id
 }
 
 #[cfg(test)]
@@ -99,6 +118,33 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+
+    #[test]
+    fn generated_ids_sort_by_creation_time() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let ids: Vec<String> = [0, 1, 999, 1_700_000_000_000, 1_700_000_000_001, (1 << 48) - 1]
+            .into_iter()
+            .map(|now_ms| generate_id("key_", now_ms, &mut rng))
+            .collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+        for id in &ids {
+            assert_eq!(id.len(), 24, "{id}");
+            assert!(crate::validate::id("id", id).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_differ_and_a_time_before_1970_counts_as_zero() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let now_ms = 1_700_000_000_000;
+        assert_ne!(
+            generate_id("key_", now_ms, &mut rng),
+            generate_id("key_", now_ms, &mut rng)
+        );
+        // A zero time leaves only the 64 random bits, at most 11 digits: the first 9 are zeros.
+        let before_epoch = generate_id("key_", -5, &mut rng);
+        assert!(before_epoch.starts_with("key_111111111"), "{before_epoch}");
+    }
 
     #[test]
     fn a_generated_secret_verifies_to_its_hash() {

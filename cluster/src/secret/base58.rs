@@ -22,6 +22,18 @@ const LIMBS: usize = DECODED_LEN / 4;
 /// Characters folded into the limbs per step: 58^5 < 2^32.
 const CHUNK: usize = 5;
 
+/// Writes `value` as exactly `DIGITS` base58 digits, zero-padded (`1` is zero). The
+/// alphabet is in ASCII order, so fixed-width encodings sort like the numbers they encode.
+/// `value` must be below 58^`DIGITS`; higher digits are dropped.
+pub fn encode_fixed<const DIGITS: usize>(mut value: u128, out: &mut String) {
+    let mut digits = [ALPHABET[0]; DIGITS];
+    for digit in digits.iter_mut().rev() {
+        *digit = ALPHABET[(value % 58) as usize];
+        value /= 58;
+    }
+    out.extend(digits.iter().map(|&b| char::from(b)));
+}
+
 /// Decodes `text`, or returns `None` if it is not the base58 form of exactly 36 bytes.
 pub fn decode(text: &[u8]) -> Option<[u8; DECODED_LEN]> {
     let mut limbs = [0u32; LIMBS]; // big-endian: limbs[0] is the most significant
@@ -72,7 +84,30 @@ mod tests {
         }
     }
 
+    fn fixed(value: u128) -> String {
+        let mut out = String::new();
+        encode_fixed::<22>(value, &mut out);
+        out
+    }
+
     proptest! {
+        #[test]
+        fn a_fixed_width_encoding_is_the_standard_one_padded(value in any::<u128>()) {
+            let text = fixed(value);
+            prop_assert_eq!(text.len(), 22);
+            // The standard encoding of the number's significant bytes, left-padded with
+            // the zero digit.
+            let bytes = value.to_be_bytes();
+            let significant = &bytes[bytes.iter().take_while(|&&b| b == 0).count()..];
+            let standard = bs58::encode(significant).into_string();
+            prop_assert_eq!(text.trim_start_matches('1'), standard.trim_start_matches('1'));
+        }
+
+        #[test]
+        fn fixed_width_encodings_sort_like_their_numbers(a in any::<u128>(), b in any::<u128>()) {
+            prop_assert_eq!(fixed(a).cmp(&fixed(b)), a.cmp(&b));
+        }
+
         #[test]
         fn encoded_bytes_decode_back(raw in proptest::array::uniform32(any::<u8>()), tail in any::<[u8; 4]>()) {
             let mut bytes = [0u8; DECODED_LEN];

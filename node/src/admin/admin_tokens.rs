@@ -92,8 +92,9 @@ pub async fn create(
     let mut raw = [0u8; 32];
     rng.fill_bytes(&mut raw);
     let token = format!("{TOKEN_PREFIX}{}", bs58::encode(raw).into_string());
+    let created_at_ms = now_ms();
     let record = AdminTokenRecord {
-        id: secret::generate_id("tok_", &mut rng),
+        id: secret::generate_id("tok_", created_at_ms, &mut rng),
         name: request.name,
         role: match request.role {
             RoleBody::Admin => AdminRole::Admin,
@@ -102,7 +103,7 @@ pub async fn create(
         },
         hash: Sha256::digest(token.as_bytes()).into(),
         prefix: token.chars().take(12).collect(),
-        created_at_ms: now_ms(),
+        created_at_ms,
         revoked_at_ms: None,
     };
     let written = ctx

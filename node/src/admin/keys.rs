@@ -104,7 +104,7 @@ fn new_key_command(request: CreateKeyRequest, now_ms: i64) -> Result<(Command, S
 
     let mut rng = rand::thread_rng();
     let generated = secret::generate(&mut rng);
-    let id = secret::generate_id("key_", &mut rng);
+    let id = secret::generate_id("key_", now_ms, &mut rng);
     let command = Command::CreateKey(Box::new(NewKey {
         id,
         name: request.name,
@@ -153,7 +153,7 @@ pub async fn create(
     path = "/v1/keys",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of keys", body = crate::admin::openapi::KeyPage),
+        (status = 200, description = "A page of keys, oldest first: ids begin with their creation time, so a key created while a client pages turns up on a later page", body = crate::admin::openapi::KeyPage),
         (status = "default", description = "An error: 400 bad input, 401/403 credential or role, 404 not found, 409 conflict, 413, 415, 429, 503 no leader", body = crate::admin::openapi::ErrorBody)
     )
 )]
