@@ -387,15 +387,7 @@ impl ClusterHandle {
 
     /// Returns whether this node has applied the log up to `index`, waiting up to `wait`.
     pub async fn applied_locally(&self, index: u64, wait: Duration) -> bool {
-        let raft = self.inner.raft.clone();
-        self.run(async move {
-            raft.wait(Some(wait))
-                .applied_index_at_least(Some(index), "entry applied")
-                .await
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false)
+        self.inner.shared.applied_index().wait(index, wait).await
     }
 
     /// Returns which members have applied the log up to `index` (asked by the leader, so

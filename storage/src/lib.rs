@@ -20,6 +20,7 @@
 // unboxed so `?` works at every call site of the trait methods.
 #![allow(clippy::result_large_err)]
 
+pub mod applied_index;
 pub mod db;
 pub mod error;
 pub mod log_store;

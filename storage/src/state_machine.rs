@@ -11,6 +11,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use rocksdb::{IngestExternalFileOptions, SstFileWriter, DB};
 use serde::{Deserialize, Serialize};
 
+use crate::applied_index::AppliedIndex;
 use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
 use crate::error::{io_error, StorageOpenError};
 use crate::offload::offload;
@@ -34,6 +35,7 @@ pub struct AppliedState {
 #[derive(Debug, Default, Clone)]
 pub struct SharedState {
     inner: Arc<RwLock<AppliedState>>,
+    applied: Arc<AppliedIndex>,
 }
 
 impl SharedState {
@@ -44,11 +46,26 @@ impl SharedState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Returns the last applied index, to wait on.
+    pub fn applied_index(&self) -> &AppliedIndex {
+        &self.applied
+    }
+
     fn replace(&self, applied: AppliedState) {
+        let last_applied = applied.last_applied;
         *self
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = applied;
+        self.advance_to(last_applied);
+    }
+
+    /// Wakes the waiters for `last_applied` once the state lock is released, so that a
+    /// woken reader finds the state unlocked.
+    fn advance_to(&self, last_applied: Option<LogId>) {
+        if let Some(log_id) = last_applied {
+            self.applied.advance(log_id.index);
+        }
     }
 }
 
@@ -276,6 +293,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let (Some(observer), false) = (&self.observer, proposals.is_empty()) {
             observer.applied(&applied.state, &proposals);
         }
+        let last_applied = applied.last_applied;
+        drop(guard);
+        self.shared.advance_to(last_applied);
         Ok(responses)
     }
 
@@ -346,6 +366,7 @@ impl StateMachineStore {
             observer.replaced(&guard.state);
         }
         drop(guard);
+        self.shared.advance_to(meta.last_log_id);
         tracing::info!(last_log = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }

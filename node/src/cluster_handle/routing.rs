@@ -5,9 +5,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use cluster::peer::{ForwardError, ForwardRequest, ForwardResponse, PeerError};
-use cluster::types::{Node, NodeId};
 use cluster::Command;
-use openraft::RaftMetrics;
 
 use super::{ClusterError, ClusterHandle, Inner, Written, COMMIT_TIMEOUT, LEADER_WAIT};
 
@@ -89,18 +87,13 @@ impl ClusterHandle {
     /// Waits (bounded) until this replica has applied `index`, so that a client reading
     /// its own write from the node it wrote through finds it.
     pub(super) async fn wait_applied_locally(&self, index: u64) {
-        let applied = |m: &RaftMetrics<NodeId, Node>| m.last_applied.is_some_and(|id| id.index >= index);
-        if applied(&self.inner.raft.metrics().borrow()) {
-            return;
-        }
-        // `wait` only watches the metrics channel, so it runs on the caller's runtime.
-        let waited = self
+        if !self
             .inner
-            .raft
-            .wait(Some(COMMIT_TIMEOUT))
-            .metrics(applied, "read your writes")
-            .await;
-        if waited.is_err() {
+            .shared
+            .applied_index()
+            .wait(index, COMMIT_TIMEOUT)
+            .await
+        {
             tracing::debug!(index, "write committed but not yet applied on this replica");
         }
     }

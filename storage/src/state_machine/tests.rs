@@ -69,6 +69,8 @@ mod restart {
             let entries: Vec<Entry> = (1..=6).map(create).collect();
             log.blocking_append(entries.clone()).await.expect("append");
             sm.apply(entries[..4].to_vec()).await.expect("apply");
+            let applied = sm.shared().applied_index().is_applied(4);
+            assert!(applied && !sm.shared().applied_index().is_applied(5));
             let mut builder = sm.get_snapshot_builder().await;
             builder.build_snapshot().await.expect("snapshot");
             assert!(
@@ -100,6 +102,8 @@ mod restart {
         let (applied, _) = sm.applied_state().await.expect("applied");
         assert_eq!(applied, Some(log_id(4)));
         let shared = sm.shared();
+        assert!(shared.applied_index().is_applied(4), "restored from the snapshot");
+        assert!(!shared.applied_index().is_applied(5));
         let restored = shared.read();
         assert!(restored.state.key("key_4").is_some());
         assert!(restored.state.key("key_5").is_none());
@@ -132,9 +136,22 @@ mod restart {
             .build_snapshot()
             .await
             .expect("build");
+        let waiter = tokio::spawn({
+            let shared = sm.shared();
+            async move {
+                shared
+                    .applied_index()
+                    .wait(6, std::time::Duration::from_secs(30))
+                    .await
+            }
+        });
         sm.install_snapshot(&installed.meta, installed.snapshot)
             .await
             .expect("install");
+        assert!(
+            waiter.await.expect("waiter"),
+            "installing the snapshot applies its index"
+        );
 
         // The late build finishes; the stored snapshot stays the newer one.
         late_builder.build_snapshot().await.expect("late build");
