@@ -1,5 +1,7 @@
 //! What can be proposed to Raft, and what applying it answers.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::activity::{AuditRecord, UsageReport};
@@ -241,8 +243,9 @@ pub enum Response {
     /// The entry carried no command (blank or membership entries).
     #[default]
     Empty,
-    /// The key after the change.
-    Key(Box<KeyRecord>),
+    /// The key after the change: the state's own record, shared rather than copied, since
+    /// every replica computes this answer and only the proposing node's is used.
+    Key(Arc<KeyRecord>),
     /// The key was removed.
     KeyDeleted { id: String },
     /// Housekeeping outcome.

@@ -215,6 +215,11 @@ impl State {
             .ok_or_else(|| not_found(id))
     }
 
+    /// Returns the stored record itself, for an answer.
+    pub(super) fn shared_key(&self, id: &str) -> Result<Arc<KeyRecord>, Rejection> {
+        self.keys.get(id).cloned().ok_or_else(|| not_found(id))
+    }
+
     fn create_key(&mut self, new: &NewKey) -> Result<Response, Rejection> {
         validate_new_key(new).map_err(invalid)?;
         // One search of the tree finds the place and whether it is taken.
@@ -243,8 +248,7 @@ impl State {
             updated_at_ms: new.now_ms,
         };
         self.key_by_hash.insert(new.secret.hash, record.id.clone());
-        slot.insert(Arc::new(record.clone()));
-        Ok(Response::Key(Box::new(record)))
+        Ok(Response::Key(slot.insert(Arc::new(record)).clone()))
     }
 
     fn rotate_key(
@@ -289,12 +293,11 @@ impl State {
             },
         );
         key.updated_at_ms = now_ms;
-        let record = key.clone();
         for hash in dropped {
             self.key_by_hash.remove(&hash);
         }
         self.key_by_hash.insert(secret.hash, id.to_owned());
-        Ok(Response::Key(Box::new(record)))
+        Ok(Response::Key(self.shared_key(id)?))
     }
 
     fn revoke_key(&mut self, id: &str, now_ms: i64) -> Result<Response, Rejection> {
@@ -303,7 +306,7 @@ impl State {
             key.status = KeyStatus::Revoked;
             key.updated_at_ms = now_ms;
         }
-        Ok(Response::Key(Box::new(key.clone())))
+        Ok(Response::Key(self.shared_key(id)?))
     }
 
     fn delete_key(&mut self, id: &str) -> Result<Response, Rejection> {

@@ -292,6 +292,11 @@ impl ClusterHandle {
         self.inner.raft.metrics().borrow().clone()
     }
 
+    /// Returns the leader this node knows of, without copying the rest of the metrics.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
     /// Returns this node's view of the cluster.
     pub fn view(&self) -> ClusterView {
         let metrics = self.metrics();
@@ -323,7 +328,7 @@ impl ClusterHandle {
     /// writes are batched: into one log entry on the leader, into one peer request on a
     /// follower.
     pub async fn write(&self, command: Command) -> Result<Written, ClusterError> {
-        let leading = self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id);
+        let leading = self.current_leader() == Some(self.inner.id);
         let proposed_here = if leading {
             match self.inner.proposer.submit(command.clone()).await {
                 // Leadership moved while the write queued: nothing was proposed, so take the

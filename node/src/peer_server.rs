@@ -140,7 +140,7 @@ async fn forward(
     body: web::Bytes,
 ) -> Result<HttpResponse, PeerServeError> {
     serve(cluster, body, true, |c, request: ForwardRequest| async move {
-        let leader = c.metrics().current_leader;
+        let leader = c.current_leader();
         if leader != Some(c.id()) {
             return Err(ForwardError::NotLeader { leader });
         }

@@ -68,9 +68,9 @@ impl State {
             key.limits = limits;
         }
         key.updated_at_ms = update.now_ms;
-        let record = key.clone();
+        let record = self.shared_key(&update.id)?;
         self.forget_meters(&Subject::Key(record.id.clone()), &record.limits);
-        Ok(Response::Key(Box::new(record)))
+        Ok(Response::Key(record))
     }
 
     pub(super) fn put_tenant(

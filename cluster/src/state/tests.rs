@@ -51,7 +51,7 @@ fn rejected(response: Response) -> Rejection {
 
 fn key(response: Response) -> KeyRecord {
     match response {
-        Response::Key(key) => *key,
+        Response::Key(key) => Arc::unwrap_or_clone(key),
         other => panic!("expected a key, got {other:?}"),
     }
 }

@@ -42,7 +42,7 @@ impl Announcer {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.announcing || self.cluster.metrics().current_leader.is_none() {
+        if self.announcing || self.cluster.current_leader().is_none() {
             return;
         }
         let view = self.cluster.view();

@@ -39,7 +39,7 @@ impl ExpiryJanitor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.sweeping || self.cluster.metrics().current_leader != Some(self.cluster.id()) {
+        if self.sweeping || self.cluster.current_leader() != Some(self.cluster.id()) {
             return;
         }
         let now = now_ms();
