@@ -24,6 +24,7 @@ pub mod applied_index;
 pub mod db;
 pub mod error;
 pub mod log_store;
+mod log_tail;
 mod offload;
 pub mod state_machine;
 pub mod wal_warmup;

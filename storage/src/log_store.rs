@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cluster::types::{Entry, LogId, NodeId, StorageError};
 use cluster::{wire, TypeConfig};
@@ -14,21 +14,37 @@ use serde::Serialize;
 
 use crate::db::{cf, log_key, MetaKey, CF_LOG, CF_META};
 use crate::error::{io_error, StorageOpenError};
+use crate::log_tail::LogTail;
 
 /// The Raft log store. Writes are serialised by openraft; reads may come from any reader.
 pub struct LogStore {
     db: Arc<DB>,
+    tail: SharedTail,
 }
 
 /// A cheap reader of the log, used by replication tasks.
 #[derive(Clone)]
 pub struct LogReader {
     db: Arc<DB>,
+    tail: SharedTail,
+}
+
+/// The newest entries, shared by the store and its readers.
+#[derive(Clone, Default)]
+struct SharedTail(Arc<Mutex<LogTail>>);
+
+impl SharedTail {
+    fn lock(&self) -> MutexGuard<'_, LogTail> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        Self { db }
+        Self {
+            db,
+            tail: SharedTail::default(),
+        }
     }
 
     #[cfg(test)]
@@ -81,7 +97,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_entries(&self.db, range)
+        read_entries(&self.db, &self.tail, range)
     }
 }
 
@@ -90,11 +106,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_entries(&self.db, range)
+        read_entries(&self.db, &self.tail, range)
     }
 }
 
-fn read_entries<RB: RangeBounds<u64>>(db: &DB, range: RB) -> Result<Vec<Entry>, StorageError> {
+/// Reads `range` from the tail when it starts there, else from RocksDB.
+fn read_entries<RB: RangeBounds<u64>>(
+    db: &DB,
+    tail: &SharedTail,
+    range: RB,
+) -> Result<Vec<Entry>, StorageError> {
+    if let Some(entries) = tail.lock().read(&range) {
+        return Ok(entries);
+    }
+    read_stored_entries(db, range)
+}
+
+fn read_stored_entries<RB: RangeBounds<u64>>(db: &DB, range: RB) -> Result<Vec<Entry>, StorageError> {
     use std::ops::Bound;
     let start = match range.start_bound() {
         Bound::Included(&i) => i,
@@ -148,7 +176,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader { db: self.db.clone() }
+        LogReader {
+            db: self.db.clone(),
+            tail: self.tail.clone(),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
@@ -176,10 +207,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let log = cf(&self.db, CF_LOG);
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes =
                 wire::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.put_cf(log, log_key(entry.log_id.index), bytes);
+            batch.put_cf(log, log_key(entry.log_id.index), &bytes);
+            appended.push((entry, bytes.len()));
         }
         // openraft 0.9 awaits this acknowledgement before it does anything else, so there is
         // never a second append to share an fsync with, and the Raft runtime's one worker has
@@ -192,6 +225,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let written = self.db.write_opt(batch, &options);
         match written {
             Ok(()) => {
+                // Before the acknowledgement: openraft reads an entry only once it is flushed.
+                self.tail.lock().appended(appended);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -203,6 +238,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.tail.lock().truncated(log_id.index);
         let log = cf(&self.db, CF_LOG);
         self.db
             .delete_range_cf(log, log_key(log_id.index), log_key(u64::MAX))
@@ -213,9 +249,92 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash between the two leaves extra entries,
         // never a hole.
         self.put_meta(MetaKey::LastPurged, &log_id, false)?;
+        self.tail.lock().purged(log_id.index);
         let log = cf(&self.db, CF_LOG);
         self.db
             .delete_range_cf(log, log_key(0), log_key(log_id.index.saturating_add(1)))
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cluster::types::{Entry, LogId};
+    use cluster::{wire, Command, Proposal};
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
+
+    use super::read_stored_entries;
+    use crate::open;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Proposal::One(Command::ForgetNode {
+                id: index * 10 + term,
+            })),
+        }
+    }
+
+    fn encoded(entries: &[Entry]) -> Vec<Vec<u8>> {
+        entries.iter().map(|e| wire::encode(e).expect("encode")).collect()
+    }
+
+    /// Every read through the store answers what RocksDB holds, whether the tail served it
+    /// or not, through appends, a truncated and rewritten suffix, and a purge.
+    #[tokio::test]
+    async fn reads_answer_what_the_stored_log_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _sm) = open(dir.path()).expect("open");
+        let mut reader = log.get_log_reader().await;
+        let check = |log: &super::LogStore, read: Vec<Entry>, from: u64| {
+            let stored = read_stored_entries(log.db(), from..100).expect("stored");
+            assert_eq!(encoded(&read), encoded(&stored), "read from {from}");
+        };
+
+        log.blocking_append((1..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .await
+            .expect("append");
+        for from in 0..8 {
+            check(
+                &log,
+                reader.try_get_log_entries(from..100).await.expect("read"),
+                from,
+            );
+        }
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4))
+            .await
+            .expect("truncate");
+        for from in 0..8 {
+            check(
+                &log,
+                reader.try_get_log_entries(from..100).await.expect("read"),
+                from,
+            );
+        }
+        log.blocking_append((4..=5).map(|i| entry(i, 2)).collect::<Vec<_>>())
+            .await
+            .expect("append");
+        let rewritten = reader.try_get_log_entries(4..100).await.expect("read");
+        assert_eq!(
+            rewritten
+                .iter()
+                .map(|e| e.log_id.leader_id.term)
+                .collect::<Vec<_>>(),
+            vec![2, 2],
+            "the truncated entries were served"
+        );
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .await
+            .expect("purge");
+        for from in 0..8 {
+            check(
+                &log,
+                reader.try_get_log_entries(from..100).await.expect("read"),
+                from,
+            );
+            let read = log.try_get_log_entries(from..100).await.expect("read");
+            check(&log, read, from);
+        }
     }
 }
