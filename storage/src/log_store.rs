@@ -264,7 +264,7 @@ mod tests {
     use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
     use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 
-    use super::read_stored_entries;
+    use super::{read_stored_entries, LogReader, LogStore};
     use crate::open;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -280,61 +280,38 @@ mod tests {
         entries.iter().map(|e| wire::encode(e).expect("encode")).collect()
     }
 
-    /// Every read through the store answers what RocksDB holds, whether the tail served it
-    /// or not, through appends, a truncated and rewritten suffix, and a purge.
+    /// Asserts that every read, through the store and through a reader, answers what
+    /// RocksDB holds.
+    async fn assert_reads_match_the_stored_log(log: &mut LogStore, reader: &mut LogReader) {
+        for from in 0..8 {
+            let stored = read_stored_entries(log.db(), from..100).expect("stored");
+            let through_reader = reader.try_get_log_entries(from..100).await.expect("read");
+            let through_store = log.try_get_log_entries(from..100).await.expect("read");
+            assert_eq!(encoded(&through_reader), encoded(&stored), "reader, from {from}");
+            assert_eq!(encoded(&through_store), encoded(&stored), "store, from {from}");
+        }
+    }
+
+    /// Every read answers what RocksDB holds, whether the tail served it or not, through
+    /// appends, a truncated and rewritten suffix, and a purge.
     #[tokio::test]
     async fn reads_answer_what_the_stored_log_holds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut log, _sm) = open(dir.path()).expect("open");
         let mut reader = log.get_log_reader().await;
-        let check = |log: &super::LogStore, read: Vec<Entry>, from: u64| {
-            let stored = read_stored_entries(log.db(), from..100).expect("stored");
-            assert_eq!(encoded(&read), encoded(&stored), "read from {from}");
-        };
+        let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
 
         log.blocking_append((1..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .await
             .expect("append");
-        for from in 0..8 {
-            check(
-                &log,
-                reader.try_get_log_entries(from..100).await.expect("read"),
-                from,
-            );
-        }
-        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4))
-            .await
-            .expect("truncate");
-        for from in 0..8 {
-            check(
-                &log,
-                reader.try_get_log_entries(from..100).await.expect("read"),
-                from,
-            );
-        }
+        assert_reads_match_the_stored_log(&mut log, &mut reader).await;
+        log.truncate(log_id(4)).await.expect("truncate");
+        assert_reads_match_the_stored_log(&mut log, &mut reader).await;
         log.blocking_append((4..=5).map(|i| entry(i, 2)).collect::<Vec<_>>())
             .await
             .expect("append");
-        let rewritten = reader.try_get_log_entries(4..100).await.expect("read");
-        assert_eq!(
-            rewritten
-                .iter()
-                .map(|e| e.log_id.leader_id.term)
-                .collect::<Vec<_>>(),
-            vec![2, 2],
-            "the truncated entries were served"
-        );
-        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
-            .await
-            .expect("purge");
-        for from in 0..8 {
-            check(
-                &log,
-                reader.try_get_log_entries(from..100).await.expect("read"),
-                from,
-            );
-            let read = log.try_get_log_entries(from..100).await.expect("read");
-            check(&log, read, from);
-        }
+        assert_reads_match_the_stored_log(&mut log, &mut reader).await;
+        log.purge(log_id(2)).await.expect("purge");
+        assert_reads_match_the_stored_log(&mut log, &mut reader).await;
     }
 }
