@@ -5,6 +5,8 @@ use crate::limits::{Limit, Period, Unit};
 
 /// Longest identifier (key ids, tenant ids, route ids in scopes).
 pub const MAX_ID_LEN: usize = 64;
+/// The form [`id`] accepts, as a regular expression for API documents.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$";
 /// Longest key name.
 pub const MAX_NAME_LEN: usize = 128;
 /// Most scopes on one key.

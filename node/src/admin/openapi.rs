@@ -8,7 +8,10 @@
 #![allow(dead_code)]
 
 use actix_web::HttpResponse;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::views::KeyView;
@@ -191,11 +194,51 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Gives every string `{id}` path segment the form the API accepts (`validate::id`), so
+/// that clients and generated tests learn it from the document rather than from a 400.
+struct IdPathParameters;
+
+impl Modify for IdPathParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.iter_mut().flatten();
+                for parameter in parameters.filter(|p| is_string_path_id(p)) {
+                    parameter.schema = Some(RefOr::T(Schema::Object(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(cluster::validate::MAX_ID_LEN))
+                            .pattern(Some(cluster::validate::ID_PATTERN))
+                            .build(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn is_string_path_id(parameter: &Parameter) -> bool {
+    parameter.name == "id"
+        && parameter.parameter_in == ParameterIn::Path
+        && matches!(
+            &parameter.schema,
+            Some(RefOr::T(Schema::Object(object))) if object.schema_type == SchemaType::Type(Type::String)
+        )
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "credentialflow admin API", description = "Cluster administration of a credentialflow gateway."),
     security(("bearer" = [])),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &IdPathParameters),
     components(schemas(super::Consistency)),
     paths(
         super::health::healthz,
@@ -241,4 +284,58 @@ pub struct ApiDoc;
 /// `GET /v1/openapi.json`: the document (no credential needed; it holds no secret).
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn id_parameter(document: &Value, path: &str, method: &str) -> Value {
+        document["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|parameters| parameters.iter().find(|p| p["name"] == "id"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn string_path_ids_carry_the_accepted_form_and_node_ids_stay_integers() {
+        let document = serde_json::to_value(ApiDoc::openapi()).expect("document as JSON");
+        for (path, method) in [
+            ("/v1/keys/{id}", "get"),
+            ("/v1/routes/{id}", "put"),
+            ("/v1/tenants/{id}", "delete"),
+        ] {
+            let schema = &id_parameter(&document, path, method)["schema"];
+            assert_eq!(
+                schema["pattern"],
+                cluster::validate::ID_PATTERN,
+                "{method} {path}"
+            );
+            assert_eq!(
+                schema["maxLength"],
+                cluster::validate::MAX_ID_LEN,
+                "{method} {path}"
+            );
+        }
+        let node_id = &id_parameter(&document, "/v1/cluster/members/{id}", "delete")["schema"];
+        assert_eq!(node_id["type"], "integer");
+        assert!(node_id.get("pattern").is_none());
+    }
+
+    #[test]
+    fn the_id_pattern_accepts_what_the_id_check_accepts() {
+        let pattern = regex::Regex::new(cluster::validate::ID_PATTERN).expect("pattern compiles");
+        for candidate in [
+            "key_1Bz3", "a", "A-b_c.d", "-x", "_", "9", ".hidden", "a/b", "a b", "", "é", "a.", "x\n",
+        ] {
+            assert_eq!(
+                pattern.is_match(candidate),
+                cluster::validate::id("id", candidate).is_ok(),
+                "{candidate:?}"
+            );
+        }
+    }
 }
