@@ -327,26 +327,19 @@ impl State {
             (key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired)
                 || key.secrets.iter().any(|secret| !secret.is_valid_at(now_ms))
         };
-        // Found first and changed after: a key written to is copied out of any snapshot
-        // that shares it, so only the keys that lapse are written.
-        let lapsed: Vec<String> = self
-            .keys
-            .values()
-            .filter(|key| lapses(key))
-            .map(|key| key.id.clone())
-            .collect();
-        for id in lapsed {
-            let Some(key) = self.keys.get_mut(id.as_str()).map(Arc::make_mut) else {
+        let index = &mut self.key_by_hash;
+        for shared in self.keys.values_mut() {
+            // Only a key that lapses is written to, and so copied out of any snapshot
+            // that shares it.
+            if !lapses(shared) {
                 continue;
-            };
-            let mut changed = false;
+            }
+            let key = Arc::make_mut(shared);
             if key.status == KeyStatus::Active && key.status_at(now_ms) == KeyStatus::Expired {
                 key.status = KeyStatus::Expired;
                 expired += 1;
-                changed = true;
             }
             let before = key.secrets.len();
-            let index = &mut self.key_by_hash;
             key.secrets.retain(|secret| {
                 let keep = secret.is_valid_at(now_ms);
                 if !keep {
@@ -354,14 +347,8 @@ impl State {
                 }
                 keep
             });
-            let pruned = (before - key.secrets.len()) as u64;
-            if pruned > 0 {
-                secrets_pruned += pruned;
-                changed = true;
-            }
-            if changed {
-                key.updated_at_ms = now_ms;
-            }
+            secrets_pruned += (before - key.secrets.len()) as u64;
+            key.updated_at_ms = now_ms;
         }
         Response::KeysExpired {
             expired,

@@ -39,7 +39,7 @@ impl UsageFlusher {
         if self.flushing {
             return;
         }
-        let drained = drain(&self.read_model);
+        let drained = self.read_model.usage_ledger().drain();
         if drained.is_empty() {
             return;
         }
@@ -54,15 +54,10 @@ impl UsageFlusher {
     }
 }
 
-/// Takes the counts of every key used since the last report.
-fn drain(read_model: &ReadModel) -> Vec<(Arc<UsageCell>, KeyUsageDelta)> {
-    read_model.usage_ledger().drain()
-}
-
 /// Sends what was counted since the last report right away; called on shutdown so that a
 /// graceful stop loses no usage.
 pub async fn flush_now(cluster: &ClusterHandle, read_model: &ReadModel) {
-    let drained = drain(read_model);
+    let drained = read_model.usage_ledger().drain();
     if !drained.is_empty() {
         send_reports(cluster, cluster.id(), drained).await;
     }

@@ -202,16 +202,16 @@ mod tests {
 
     #[test]
     fn the_usage_event_is_found_across_chunk_boundaries() {
-        let (cell, mut scanner) = counting_scanner();
+        let (ledger, mut scanner) = counting_scanner();
         let events = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
                       data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n\
                       data: [DONE]\n\n";
         for piece in events.as_bytes().chunks(5) {
             scanner.feed(piece);
         }
-        assert!(drain(&cell).is_none(), "counted once the stream ends");
+        assert!(drain(&ledger).is_none(), "counted once the stream ends");
         scanner.finish();
-        let delta = drain(&cell).expect("counted");
+        let delta = drain(&ledger).expect("counted");
         assert_eq!(delta.models.len(), 1);
         let (name, usage) = &delta.models[0];
         assert_eq!(name, "p/m");
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn running_usage_is_counted_by_its_last_report() {
-        let (cell, mut scanner) = counting_scanner();
+        let (ledger, mut scanner) = counting_scanner();
         for completion in 1..=3 {
             scanner.feed(
                 format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":{completion}}}}}\n")
@@ -251,7 +251,7 @@ mod tests {
             );
         }
         scanner.finish();
-        let delta = drain(&cell).expect("counted");
+        let delta = drain(&ledger).expect("counted");
         assert_eq!(delta.models[0].1.completion_tokens, 3);
     }
 }
