@@ -54,7 +54,7 @@ pub fn due_probes(
         for target in &route.targets {
             let kind = match &route.health_check {
                 Some(check) => ProbeKind::Http(format!("{}{}", target.base_url, check.path)),
-                None => ProbeKind::Tcp(target.authority.clone()),
+                None => ProbeKind::Tcp(target.authority.to_string()),
             };
             let probe = Probe {
                 url: target.url.clone(),

@@ -31,8 +31,6 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the request body could not be read")]
     BadRequestBody,
-    #[error("the request cannot be forwarded as sent")]
-    BadRequest,
     #[error("the path has empty, '.' or '..' segments, or characters an upstream could read another way")]
     InvalidPath,
     #[error("the bearer token is not a well-formed JWT")]
@@ -81,7 +79,6 @@ impl ProxyError {
             ProxyError::BadGateway => "bad_gateway",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::BadRequestBody => "bad_request_body",
-            ProxyError::BadRequest => "bad_request",
             ProxyError::InvalidPath => "invalid_path",
             ProxyError::InvalidToken => "invalid_token",
             ProxyError::TokenExpired => "token_expired",
@@ -127,9 +124,7 @@ impl ResponseError for ProxyError {
             | ProxyError::UpstreamCredentialUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway | ProxyError::ProvidersUnavailable => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequestBody | ProxyError::BadRequest | ProxyError::InvalidPath => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadRequestBody | ProxyError::InvalidPath => StatusCode::BAD_REQUEST,
         }
     }
 

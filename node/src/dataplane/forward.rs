@@ -1,5 +1,5 @@
 //! Forwarding one request to a route's upstream: target choice, retries on another target,
-//! header rewriting, and streaming of both bodies.
+//! the request head the upstream sees, and streaming of both bodies.
 
 use std::time::Duration;
 
@@ -8,58 +8,27 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt, TryStreamExt};
-use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use futures::StreamExt;
 
 use super::auth::X_API_KEY;
 use super::error::ProxyError;
+use super::hop_by_hop::{is_hop_by_hop, listed_in_connection};
 use super::idle::IdleTimeout;
 use super::jwt::{JwtVerifier, Verified};
 use super::read_model::KeyAuth;
 use super::route_table::CompiledRoute;
 use super::upstream::{choose, Target};
-use super::upstream_client::{empty, BoxError, UpstreamBody, UpstreamClient};
+use super::upstream_client::head::Framing;
+use super::upstream_client::{
+    Exchange, ResponseBody, SendError, StreamedBody, UpstreamClient, UpstreamResponse,
+};
 
 /// Bodies up to this size are read before forwarding, so a failed attempt can be retried
 /// on another target. Larger bodies stream through and get one attempt.
 pub const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 
-/// Responses up to this size are read whole before they are answered.
-const SMALL_RESPONSE_BYTES: u64 = 16 * 1024;
-
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Names of the headers the gateway sets upstream, built once at compile time.
-mod upstream_names {
-    use http1::HeaderName;
-
-    pub const HOST: HeaderName = http1::header::HOST;
-    pub const CONTENT_LENGTH: HeaderName = http1::header::CONTENT_LENGTH;
-    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-    pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-    pub const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-    pub const KEY_ID: HeaderName = HeaderName::from_static("x-credentialflow-key-id");
-    pub const TENANT: HeaderName = HeaderName::from_static("x-credentialflow-tenant");
-}
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
 
 /// What this request's body is, decided before the first attempt.
 enum RequestBody {
@@ -117,41 +86,129 @@ pub enum Caller<'a> {
     },
 }
 
-/// Builds the request for one attempt on `target`.
-#[allow(clippy::too_many_arguments)]
-fn upstream_request(
-    req: &HttpRequest,
-    path: &str,
-    route: &CompiledRoute,
-    target: &Target,
-    caller: Option<Caller<'_>>,
-    request_id: &HeaderValue,
-    body: UpstreamBody,
-    streamed_length: Option<u64>,
-) -> Result<http1::Request<UpstreamBody>, ProxyError> {
-    let path = route.upstream_path(path);
-    let mut uri = String::with_capacity(target.base_url.len() + path.len() + 64);
-    uri.push_str(&target.base_url);
-    uri.push_str(path);
-    if !req.query_string().is_empty() {
-        uri.push('?');
-        uri.push_str(req.query_string());
+/// How the body that follows a request head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Headers the gateway sets upstream, in order; setting a name again replaces its value,
+/// as the gateway's later decisions override its earlier ones.
+struct GatewayHeaders<'a>(Vec<(&'a str, &'a [u8])>);
+
+impl<'a> GatewayHeaders<'a> {
+    fn set(&mut self, name: &'a str, value: &'a [u8]) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
     }
-    let method =
-        http1::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| ProxyError::BadRequest)?;
-    let mut upstream = http1::Request::builder().method(method).uri(uri);
-    let headers = upstream.headers_mut().ok_or(ProxyError::BadRequest)?;
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| *n == name)
+    }
+}
+
+/// Everything of a request head that depends on this request and route, not on the target.
+struct HeadParts<'a> {
+    req: &'a HttpRequest,
+    path: &'a str,
+    route: &'a CompiledRoute,
+    caller: Option<Caller<'a>>,
+    request_id: &'a HeaderValue,
+}
+
+/// Writes the request head for one attempt on `target`, then `body` (a body read ahead):
+/// the client's end-to-end headers without its credential, and the gateway's own
+/// (`Host`, `X-Request-Id`, `X-Forwarded-*`, the caller's identity, the route's headers).
+fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, body: &[u8]) -> Vec<u8> {
+    let HeadParts {
+        req,
+        path,
+        route,
+        caller,
+        request_id,
+    } = *parts;
     let incoming = req.headers();
+    let mut forwarded_for = Vec::with_capacity(64);
+    if let Some(earlier) = incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        if !earlier.is_empty() {
+            forwarded_for.extend_from_slice(earlier);
+            forwarded_for.extend_from_slice(b", ");
+        }
+    }
+    if let Some(peer) = req.peer_addr() {
+        write_ip(peer.ip(), &mut forwarded_for);
+    }
+    let proto: &[u8] = if req.app_config().secure() {
+        b"https"
+    } else {
+        b"http"
+    };
+    let mut gateway = GatewayHeaders(Vec::with_capacity(16));
+    gateway.set("host", target.host_value.as_bytes());
+    gateway.set("x-request-id", request_id.as_bytes());
+    gateway.set("x-forwarded-for", &forwarded_for);
+    gateway.set("x-forwarded-proto", proto);
+    if let Some(host) = incoming.get(header::HOST) {
+        gateway.set("x-forwarded-host", host.as_bytes());
+    }
+    // A client's own copy of a header the route sets from claims never passes, even when
+    // this token lacks the claim.
+    let mut claim_headers: &[http1::HeaderName] = &[];
+    match caller {
+        Some(Caller::Key(key)) => {
+            gateway.set("x-credentialflow-key-id", key.key_id.as_bytes());
+            if let Some(tenant) = &key.tenant {
+                gateway.set("x-credentialflow-tenant", tenant.as_bytes());
+            }
+        }
+        Some(Caller::Token { token, verifier }) => {
+            claim_headers = &verifier.owned_headers;
+            gateway
+                .0
+                .retain(|(name, _)| !claim_headers.iter().any(|owned| owned.as_str() == *name));
+            for (name, value) in &token.headers {
+                gateway.set(name.as_str(), value.as_bytes());
+            }
+        }
+        None => {}
+    }
+    for (name, value) in &route.headers {
+        gateway.set(name.as_str(), value.as_bytes());
+    }
+    if let Some(Ok((name, value))) = &route.upstream_auth {
+        gateway.set(name.as_str(), value.as_bytes());
+    }
+    // How the body is delimited is the gateway's alone to say.
+    gateway
+        .0
+        .retain(|(name, _)| !is_hop_by_hop(name) && *name != "content-length");
+
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.base_path.as_bytes());
+    let path = route.upstream_path(path);
+    if !path.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path.as_bytes());
+    if !req.query_string().is_empty() {
+        out.push(b'?');
+        out.extend_from_slice(req.query_string().as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     let has_connection = incoming.contains_key(header::CONNECTION);
     let strip_credentials = caller.is_some();
     for (name, value) in incoming {
         let name = name.as_str();
         let owned_by_gateway = matches!(
             name,
-            "host"
-                | "content-length"
+            "content-length"
                 | "expect"
-                | "x-request-id"
                 | "x-forwarded-for"
                 | "x-forwarded-proto"
                 | "x-forwarded-host"
@@ -159,7 +216,8 @@ fn upstream_request(
                 | "x-credentialflow-tenant"
                 | "x-credentialflow-subject"
                 | "forwarded"
-        );
+        ) || gateway.contains(name)
+            || claim_headers.iter().any(|owned| owned.as_str() == name);
         // On a keyed route the credential never leaves; on a public one, a gateway key a
         // client sends anyway (SDKs attach it to every call) is removed all the same.
         let credential = (name == "authorization" || name == X_API_KEY)
@@ -172,73 +230,28 @@ fn upstream_request(
         if owned_by_gateway || credential || is_hop_by_hop(name) || listed {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (
-            http1::HeaderName::from_bytes(name.as_bytes()),
-            http1::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, value);
+        write_header(&mut out, name, value.as_bytes());
+    }
+    for (name, value) in &gateway.0 {
+        write_header(&mut out, name, value);
+    }
+    match framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(length) => {
+            write_header(&mut out, "content-length", length.to_string().as_bytes())
         }
+        BodyFraming::Chunked => write_header(&mut out, "transfer-encoding", b"chunked"),
     }
-    let set = |headers: &mut http1::HeaderMap, name: http1::HeaderName, value: &[u8]| {
-        if let Ok(value) = http1::HeaderValue::from_bytes(value) {
-            headers.insert(name, value);
-        }
-    };
-    headers.insert(upstream_names::HOST, target.host_value.clone());
-    set(headers, upstream_names::REQUEST_ID, request_id.as_bytes());
-    let mut forwarded_for = Vec::with_capacity(64);
-    if let Some(earlier) = incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        if !earlier.is_empty() {
-            forwarded_for.extend_from_slice(earlier);
-            forwarded_for.extend_from_slice(b", ");
-        }
-    }
-    if let Some(peer) = req.peer_addr() {
-        write_ip(peer.ip(), &mut forwarded_for);
-    }
-    set(headers, upstream_names::FORWARDED_FOR, &forwarded_for);
-    let proto: &[u8] = if req.app_config().secure() {
-        b"https"
-    } else {
-        b"http"
-    };
-    set(headers, upstream_names::FORWARDED_PROTO, proto);
-    if let Some(host) = incoming.get(header::HOST) {
-        set(headers, upstream_names::FORWARDED_HOST, host.as_bytes());
-    }
-    match caller {
-        Some(Caller::Key(key)) => {
-            headers.insert(upstream_names::KEY_ID, key.key_id.clone());
-            if let Some(tenant) = &key.tenant {
-                headers.insert(upstream_names::TENANT, tenant.clone());
-            }
-        }
-        Some(Caller::Token { token, verifier }) => {
-            // A client's own copy of a header the route sets from claims never passes,
-            // even when this token lacks the claim.
-            for name in &verifier.owned_headers {
-                headers.remove(name);
-            }
-            for (name, value) in &token.headers {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-        None => {}
-    }
-    if let Some(length) = streamed_length {
-        set(
-            headers,
-            upstream_names::CONTENT_LENGTH,
-            length.to_string().as_bytes(),
-        );
-    }
-    for (name, value) in &route.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    if let Some(Ok((name, value))) = &route.upstream_auth {
-        headers.insert(name.clone(), value.clone());
-    }
-    upstream.body(body).map_err(|_| ProxyError::BadRequest)
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Returns whether a credential header value carries a credentialflow key.
@@ -248,16 +261,6 @@ fn is_gateway_key(value: &[u8]) -> bool {
         _ => value.trim_ascii(),
     };
     token.starts_with(cluster::secret::KEY_PREFIX.as_bytes())
-}
-
-/// Returns whether `name` (lower case) is listed in the `Connection` header `values`, that
-/// is, declared hop-by-hop by the sender.
-fn listed_in_connection<'a>(mut values: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
-    values.any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-    })
 }
 
 /// Appends the textual form of `ip` without going through the formatter for IPv4.
@@ -281,90 +284,43 @@ fn write_ip(ip: std::net::IpAddr, out: &mut Vec<u8>) {
     }
 }
 
-/// Streams the client's body to the upstream with back-pressure: a local task reads the
-/// payload (which lives on this worker thread) into a one-slot channel the request body reads.
-fn streamed(mut payload: web::Payload) -> UpstreamBody {
-    let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<Bytes, BoxError>>(1);
-    actix_rt::spawn(async move {
-        while let Some(chunk) = payload.next().await {
-            let failed = chunk.is_err();
-            let item = chunk.map_err(|e| -> BoxError { Box::new(std::io::Error::other(e.to_string())) });
-            if sender.send(item).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    StreamBody::new(receiver.map_ok(Frame::data)).boxed_unsync()
-}
-
-fn full(bytes: Bytes) -> UpstreamBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
-}
-
-/// The upstream's answer with connection-level headers removed; a small body is read whole
-/// (one write to the client), a larger one streams.
-async fn relay(
-    response: http1::Response<Incoming>,
+/// The upstream's answer, as the client gets it: the end-to-end headers and the request id,
+/// a body read with the head in one piece, any other streamed with an idle timeout.
+fn relay(
+    response: UpstreamResponse,
     request_id: &HeaderValue,
     head_only: bool,
     timeout: Duration,
-) -> Result<HttpResponse, ProxyError> {
-    let (parts, body) = response.into_parts();
-    let status = StatusCode::from_u16(parts.status.as_u16()).map_err(|_| ProxyError::BadGateway)?;
-    let mut builder = HttpResponse::build(status);
-    let has_connection = parts.headers.contains_key(http1::header::CONNECTION);
-    let mut length = None;
-    for (name, value) in &parts.headers {
-        if name == http1::header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-            continue;
-        }
-        let name = name.as_str();
-        let listed = has_connection
-            && listed_in_connection(
-                parts
-                    .headers
-                    .get_all(http1::header::CONNECTION)
-                    .iter()
-                    .map(|v| v.as_bytes()),
-                name,
-            );
-        if is_hop_by_hop(name) || listed {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            builder.append_header((name, value));
-        }
-    }
-    builder.insert_header((X_REQUEST_ID, request_id.clone()));
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(builder.finish());
-    }
-    Ok(match length {
+) -> HttpResponse {
+    let UpstreamResponse { head, body } = response;
+    let mut builder = HttpResponse::build(head.status);
+    let no_content = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+    let mut answer = match body {
+        _ if no_content => builder.finish(),
+        ResponseBody::Full(bytes) => builder.body(bytes),
         // A HEAD answer has no body but keeps the length the upstream announced: an empty
         // body of that declared size makes the encoder write the header and nothing else.
-        Some(length) if head_only => builder.body(SizedStream::new(
-            length,
-            futures::stream::empty::<Result<Bytes, std::io::Error>>(),
-        )),
-        None if head_only => builder.finish(),
-        Some(length) if length <= SMALL_RESPONSE_BYTES => {
-            let limit = usize::try_from(length).unwrap_or(0);
-            let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout)?
-                .map_err(|_| ProxyError::BadGateway)?;
-            builder.body(collected.to_bytes())
+        ResponseBody::Empty => match head.content_length {
+            Some(length) if head_only => builder.body(SizedStream::new(
+                length,
+                futures::stream::empty::<Result<Bytes, std::io::Error>>(),
+            )),
+            _ => builder.finish(),
+        },
+        ResponseBody::Stream(stream) => {
+            let stream = IdleTimeout::new(stream, timeout);
+            match head.framing {
+                Framing::Length(length) => builder.body(SizedStream::new(length, stream)),
+                _ => builder.streaming(stream),
+            }
         }
-        Some(length) => builder.body(SizedStream::new(
-            length,
-            IdleTimeout::new(BodyDataStream::new(body), timeout),
-        )),
-        None => builder.streaming(IdleTimeout::new(BodyDataStream::new(body), timeout)),
-    })
+    };
+    let headers = answer.headers_mut();
+    for (name, value) in head.headers {
+        headers.append(name, value);
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    answer
 }
 
 /// Forwards the request, retrying on other targets where that is safe. Returns the
@@ -384,6 +340,13 @@ pub async fn forward(
     let mut body = take_body(req, payload).await?;
     let idempotent = is_idempotent(req.method());
     let head_only = req.method() == Method::HEAD;
+    let parts = HeadParts {
+        req,
+        path,
+        route,
+        caller,
+        request_id,
+    };
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     // Stays `NoHealthyUpstream` while every target tried refused the connection: then no
     // target is up, as far as this request can tell.
@@ -394,40 +357,56 @@ pub async fn forward(
         };
         tried.push(index);
         let attempts_left = tried.len() <= route.retries as usize;
-        let (upstream_body, streamed_length, replayable) =
+        let (read_ahead, framing, streamed, replayable) =
             match std::mem::replace(&mut body, RequestBody::Empty) {
-                RequestBody::Empty => (empty(), None, true),
+                RequestBody::Empty => {
+                    let announces_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+                    let framing = if announces_body {
+                        BodyFraming::Length(0)
+                    } else {
+                        BodyFraming::None
+                    };
+                    (Bytes::new(), framing, None, true)
+                }
                 RequestBody::Replayable(bytes) => {
                     body = RequestBody::Replayable(bytes.clone());
-                    (full(bytes), None, true)
+                    let framing = BodyFraming::Length(bytes.len() as u64);
+                    (bytes, framing, None, true)
                 }
-                RequestBody::Streamed(payload, length) => (streamed(payload), length, false),
+                RequestBody::Streamed(payload, length) => {
+                    let framing = length.map_or(BodyFraming::Chunked, BodyFraming::Length);
+                    let streamed = StreamedBody {
+                        payload,
+                        chunked: length.is_none(),
+                    };
+                    (Bytes::new(), framing, Some(streamed), false)
+                }
             };
-        let request = upstream_request(
-            req,
-            path,
-            route,
-            target,
-            caller,
-            request_id,
-            upstream_body,
-            streamed_length,
-        )?;
-        match tokio::time::timeout(route.timeout, client.send(request)).await {
-            Ok(Ok(response)) if matches!(response.status().as_u16(), 502 | 503) => {
+        let head = request_head(&parts, target, framing, &read_ahead);
+        let exchange = Exchange {
+            authority: &target.authority,
+            head: &head,
+            streamed,
+            head_request: head_only,
+            resend_if_stale: idempotent && replayable,
+        };
+        match tokio::time::timeout(route.timeout, client.send(exchange)).await {
+            Ok(Ok(response)) if matches!(response.head.status.as_u16(), 502 | 503) => {
                 // Worth another target, but no sign the target is down: passive ejection
                 // counts transport failures only, which a client cannot provoke.
                 if idempotent && replayable && attempts_left {
                     last_error = ProxyError::BadGateway;
                     continue;
                 }
-                return relay(response, request_id, head_only, route.timeout).await;
+                return Ok(relay(response, request_id, head_only, route.timeout));
             }
             Ok(Ok(response)) => {
                 target.health.request_succeeded();
-                return relay(response, request_id, head_only, route.timeout).await;
+                return Ok(relay(response, request_id, head_only, route.timeout));
             }
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+            // The client's side failed; the target is not to blame.
+            Ok(Err(SendError::RequestBody)) => return Err(ProxyError::BadRequestBody),
             Ok(Err(error)) => {
                 log_ejection(target, target.health.request_failed(), request_id);
                 // A refused connection never reached the target: any method may go elsewhere.
@@ -481,13 +460,5 @@ mod tests {
         assert!(is_gateway_key(b"cf_abc"));
         assert!(!is_gateway_key(b"Bearer eyJhbGciOi"));
         assert!(!is_gateway_key(b"Basic dXNlcg=="));
-    }
-
-    #[test]
-    fn connection_lists_name_hop_by_hop_headers_in_any_case() {
-        let values: [&[u8]; 2] = [b"keep-alive, X-Trace", b"close"];
-        assert!(listed_in_connection(values.into_iter(), "x-trace"));
-        assert!(listed_in_connection(values.into_iter(), "close"));
-        assert!(!listed_in_connection(values.into_iter(), "x-other"));
     }
 }

@@ -18,6 +18,7 @@ pub mod ai;
 pub mod auth;
 pub mod error;
 pub mod forward;
+pub mod hop_by_hop;
 pub mod idle;
 pub mod jwt;
 pub mod limiter;

@@ -115,8 +115,11 @@ pub struct Target {
     /// `scheme://host:port` and the path the target is mounted under, without a trailing
     /// `/`: a request's path is appended to it.
     pub base_url: String,
-    /// `host:port`, for TCP probes.
-    pub authority: String,
+    /// The path the target is mounted under, without a trailing `/` (empty at the root):
+    /// a request's path is appended to it.
+    pub base_path: String,
+    /// `host:port`: where connections go, and what the pool files them under.
+    pub authority: Arc<str>,
     /// `authority` as the `Host` header sent upstream, built once.
     pub host_value: http1::HeaderValue,
     pub weight: u32,
@@ -139,8 +142,9 @@ impl Target {
                 url.scheme(),
                 url.path().trim_end_matches('/')
             ),
+            base_path: url.path().trim_end_matches('/').to_owned(),
             host_value: http1::HeaderValue::from_str(&authority).ok()?,
-            authority,
+            authority: authority.into(),
             weight: target.weight,
             priority: target.priority,
             health: registry.entry(&target.url),
@@ -255,8 +259,9 @@ mod tests {
             &HealthRegistry::default(),
         )
         .expect("valid");
-        assert_eq!(target.authority, "[::1]:8081");
+        assert_eq!(&*target.authority, "[::1]:8081");
         assert_eq!(target.base_url, "http://[::1]:8081");
+        assert_eq!(target.base_path, "");
         assert_eq!(target.host_value, "[::1]:8081");
     }
 
@@ -273,6 +278,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(target.base_url, "http://localhost:8081/v2");
+        assert_eq!(target.base_path, "/v2");
         assert!(Arc::ptr_eq(
             &target.health,
             &registry.entry("http://localhost:8081/v2/")

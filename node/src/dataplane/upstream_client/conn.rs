@@ -1,0 +1,78 @@
+//! One keep-alive connection to a target, with the bytes read from it but not yet used.
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Free buffer space below which a read first grows the buffer.
+const MIN_READ_SPACE: usize = 4 * 1024;
+/// How much a read buffer grows by.
+const READ_CHUNK: usize = 16 * 1024;
+/// Longest time to establish a TCP connection to a target.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A TCP connection to one target.
+pub struct Conn {
+    stream: TcpStream,
+    /// Read from the connection and not yet consumed. Empty whenever the connection idles.
+    pub buf: BytesMut,
+    /// The target's `host:port`, which the pool files the connection under.
+    pub authority: Arc<str>,
+    /// When the connection last went idle.
+    pub idle_since: Instant,
+    /// Whether the connection has carried a request before the current one.
+    pub reused: bool,
+}
+
+impl Conn {
+    /// Opens a connection to `authority` (`host:port`, names resolved by the system).
+    pub async fn connect(authority: &Arc<str>) -> io::Result<Self> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&**authority))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            authority: authority.clone(),
+            idle_since: Instant::now(),
+            reused: false,
+        })
+    }
+
+    /// Reads what the connection has into `buf`; `Ok(0)` means the peer closed it.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < MIN_READ_SPACE {
+            self.buf.reserve(READ_CHUNK);
+        }
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read_buf(&mut self.buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// [`Conn::poll_fill`] as a future.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Writes all of `bytes`.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Writes all of `parts`, in order, with as few system calls as the kernel allows.
+    pub async fn write_all_parts(&mut self, parts: impl bytes::Buf) -> io::Result<()> {
+        let mut parts = parts;
+        self.stream.write_all_buf(&mut parts).await
+    }
+}

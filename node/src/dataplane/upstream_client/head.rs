@@ -1,0 +1,355 @@
+//! Reading an upstream's response head: its status, the headers the client may see, and
+//! how the body after it is framed (RFC 9112 §6.3).
+
+use std::ops::Range;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use bytes::{Buf, BytesMut};
+
+use crate::dataplane::hop_by_hop::{is_hop_by_hop, listed_in_connection};
+
+/// Longest response head accepted.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields one response head may carry.
+const MAX_HEADERS: usize = 128;
+
+/// How the body after a head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body follows the head.
+    Empty,
+    /// Exactly this many bytes follow.
+    Length(u64),
+    /// Chunked coding, ended by its last chunk.
+    Chunked,
+    /// The body ends when the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed final (non-1xx) response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    /// End-to-end headers: without hop-by-hop ones, those `Connection` lists, and the
+    /// framing headers (`Content-Length`, `Transfer-Encoding`), which the proxy sets anew.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The length the upstream announced, kept for the answer to a HEAD request.
+    pub content_length: Option<u64>,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once this body is read.
+    pub keep_alive: bool,
+}
+
+/// The upstream's answer cannot be relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("the response head is malformed: {0}")]
+    Malformed(httparse::Error),
+    #[error("the response head is longer than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("the response's Content-Length is invalid")]
+    BadLength,
+    #[error("the upstream switched protocols, which the proxy does not relay")]
+    SwitchingProtocols,
+}
+
+/// What one parse of a complete head found, with header values as ranges of the buffer so
+/// they can be shared from it once the parse lets go of it.
+struct Parsed {
+    length: usize,
+    code: u16,
+    http11: bool,
+    headers: Vec<(HeaderName, Range<usize>)>,
+    content_length: Option<u64>,
+    chunked: Option<bool>,
+    close: bool,
+}
+
+/// Parses the head at the start of `buf`, removing it from `buf`. Returns `Ok(None)` while
+/// the head is incomplete. Informational (1xx) heads are consumed and skipped.
+/// `head_request`: the request was HEAD, so no body follows whatever the head announces.
+pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
+    loop {
+        let Some(parsed) = parse_one(buf)? else {
+            return if buf.len() > MAX_HEAD_BYTES {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        if parsed.code == 101 {
+            return Err(HeadError::SwitchingProtocols);
+        }
+        if parsed.code < 200 {
+            buf.advance(parsed.length);
+            continue;
+        }
+        let status =
+            StatusCode::from_u16(parsed.code).map_err(|_| HeadError::Malformed(httparse::Error::Status))?;
+        let head = buf.split_to(parsed.length).freeze();
+        let headers = parsed
+            .headers
+            .into_iter()
+            .filter_map(|(name, range)| {
+                HeaderValue::from_maybe_shared(head.slice(range))
+                    .ok()
+                    .map(|value| (name, value))
+            })
+            .collect();
+        let no_body = head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let framing = match (no_body, parsed.chunked, parsed.content_length) {
+            (true, _, _) => Framing::Empty,
+            (false, Some(true), _) => Framing::Chunked,
+            (false, Some(false), _) | (false, None, None) => Framing::UntilClose,
+            (false, None, Some(0)) => Framing::Empty,
+            (false, None, Some(length)) => Framing::Length(length),
+        };
+        // A body framed by closing cannot share its connection, and a message carrying both
+        // framings is suspect (RFC 9112 §6.3): its connection is not reused either.
+        let keep_alive = parsed.http11
+            && !parsed.close
+            && framing != Framing::UntilClose
+            && !(parsed.chunked.is_some() && parsed.content_length.is_some());
+        return Ok(Some(ResponseHead {
+            status,
+            headers,
+            content_length: parsed.content_length,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// Parses one head without consuming it.
+fn parse_one(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(HeadError::Malformed(error)),
+    };
+    let code = response
+        .code
+        .ok_or(HeadError::Malformed(httparse::Error::Status))?;
+    let fields = &*response.headers;
+    let connection_values = || {
+        fields
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| h.value)
+    };
+    let has_connection = connection_values().next().is_some();
+    let close = listed_in_connection(connection_values(), "close");
+    let mut content_length = None;
+    let mut chunked = None;
+    let mut headers = Vec::with_capacity(fields.len());
+    let base = buf.as_ptr() as usize;
+    for field in fields {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Err(HeadError::Malformed(httparse::Error::HeaderName));
+        };
+        match name.as_str() {
+            "content-length" => {
+                let length = parse_length(field.value).ok_or(HeadError::BadLength)?;
+                if content_length.is_some_and(|earlier| earlier != length) {
+                    return Err(HeadError::BadLength);
+                }
+                content_length = Some(length);
+            }
+            "transfer-encoding" => {
+                // The last coding decides; a later field overrides an earlier one.
+                let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            other => {
+                let listed = has_connection && listed_in_connection(connection_values(), other);
+                if !is_hop_by_hop(other) && !listed {
+                    let start = field.value.as_ptr() as usize - base;
+                    headers.push((name, start..start + field.value.len()));
+                }
+            }
+        }
+    }
+    Ok(Some(Parsed {
+        length,
+        code,
+        http11: response.version == Some(1),
+        headers,
+        content_length,
+        chunked,
+        close,
+    }))
+}
+
+/// Parses a Content-Length value: decimal digits only (a list of equal values, which some
+/// servers send, is accepted as one).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut lengths = value.split(|&b| b == b',').map(|part| {
+        let digits = part.trim_ascii();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse::<u64>().ok()
+    });
+    let first = lengths.next()??;
+    lengths.all(|l| l == Some(first)).then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8], head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
+        parse(&mut BytesMut::from(input), head_request)
+    }
+
+    fn header<'a>(head: &'a ResponseHead, name: &str) -> Option<&'a [u8]> {
+        head.headers
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    #[test]
+    fn a_head_is_parsed_and_removed_from_the_buffer() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello"[..],
+        );
+        let head = parse(&mut buf, false).expect("valid").expect("complete");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        assert_eq!(header(&head, "content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(header(&head, "x-a"), Some(&b"1"[..]));
+        assert_eq!(header(&head, "content-length"), None);
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more_and_leaves_the_buffer_alone() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse(&mut buf, false).expect("valid").is_none());
+        assert_eq!(buf.len(), 27);
+        let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-Big: "[..]);
+        huge.extend_from_slice(&vec![b'a'; MAX_HEAD_BYTES]);
+        assert_eq!(parse(&mut huge, false).err(), Some(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn informational_heads_are_skipped() {
+        let head = parse_all(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(header(&head, "link"), None);
+        assert_eq!(
+            parse_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: ws\r\n\r\n", false).err(),
+            Some(HeadError::SwitchingProtocols)
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |input: &[u8], head_request| {
+            let head = parse_all(input, head_request).expect("valid").expect("complete");
+            (head.framing, head.keep_alive)
+        };
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            (Framing::Chunked, false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n", false),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 304 Not Modified\r\n\r\n", false),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false),
+            (Framing::Length(2), false)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            (Framing::Length(2), false)
+        );
+        let head = parse_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.content_length, Some(7));
+    }
+
+    #[test]
+    fn connection_level_headers_never_reach_the_client() {
+        let head = parse_all(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-End: 2\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .expect("valid")
+        .expect("complete");
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-end"]);
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn bad_lengths_and_malformed_heads_are_errors() {
+        for input in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_all(input, false).err(),
+                Some(HeadError::BadLength),
+                "{input:?}"
+            );
+        }
+        let same = parse_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", false)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(same.framing, Framing::Length(4));
+        assert!(matches!(
+            parse_all(b"HTTP/1.1 2000 OK\r\n\r\n", false),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_all(b"garbage\r\n\r\n", false),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+}
