@@ -95,6 +95,7 @@ impl Upstream {
                         web::get().to(|| async { HttpResponse::Ok().body("ok") }),
                     )
                     .route("/delay/{ms}", web::get().to(slow))
+                    .route("/pieces/{count}", web::get().to(pieces))
                     .default_service(web::to(echo))
             })
             .workers(2)
@@ -121,6 +122,13 @@ impl Drop for Upstream {
 async fn slow(ms: web::Path<u64>) -> HttpResponse {
     actix_rt::time::sleep(std::time::Duration::from_millis(ms.into_inner())).await;
     HttpResponse::Ok().body("late")
+}
+
+/// Streams `count` numbered lines, each its own chunk of a chunked answer (no length).
+async fn pieces(count: web::Path<u32>) -> HttpResponse {
+    let lines = (0..count.into_inner())
+        .map(|i| Ok::<_, actix_web::Error>(web::Bytes::from(format!("piece {i}\n"))));
+    HttpResponse::Ok().streaming(futures::stream::iter(lines))
 }
 
 async fn echo(
