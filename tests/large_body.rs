@@ -88,8 +88,7 @@ fn bodies_of_unknown_length_stream_through_in_chunks_both_ways() {
     let upstream = Upstream::start("chunks");
     let cluster = Cluster::start(1, &[]);
     let node = cluster.node(1);
-    let route =
-        json!({ "path_prefix": "/", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });
+    let route = json!({ "path_prefix": "/", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });
     assert_eq!(
         node.put("/v1/routes/chunks", &route)
             .expect("admin answers")
@@ -120,7 +119,10 @@ fn bodies_of_unknown_length_stream_through_in_chunks_both_ways() {
     }
     let seen = upstream.seen();
     let upload = seen.last().expect("the upstream saw the upload");
-    assert_eq!(upload.headers.get("transfer-encoding").map(String::as_str), Some("chunked"));
+    assert_eq!(
+        upload.headers.get("transfer-encoding").map(String::as_str),
+        Some("chunked")
+    );
     assert!(!upload.headers.contains_key("content-length"));
 
     // An answer without a length streams back whole.

@@ -126,8 +126,8 @@ async fn slow(ms: web::Path<u64>) -> HttpResponse {
 
 /// Streams `count` numbered lines, each its own chunk of a chunked answer (no length).
 async fn pieces(count: web::Path<u32>) -> HttpResponse {
-    let lines = (0..count.into_inner())
-        .map(|i| Ok::<_, actix_web::Error>(web::Bytes::from(format!("piece {i}\n"))));
+    let lines =
+        (0..count.into_inner()).map(|i| Ok::<_, actix_web::Error>(web::Bytes::from(format!("piece {i}\n"))));
     HttpResponse::Ok().streaming(futures::stream::iter(lines))
 }
 

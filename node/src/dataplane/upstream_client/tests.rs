@@ -68,8 +68,7 @@ async fn serve(mut stream: TcpStream, script: Script) {
                 return;
             }
             Script::Sized(length) => {
-                let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n")
-                    .into_bytes();
+                let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n").into_bytes();
                 answer.resize(answer.len() + length, b'z');
                 if stream.write_all(&answer).await.is_err() {
                     return;
@@ -157,15 +156,25 @@ async fn a_chunked_answer_streams_piece_by_piece_and_frees_its_connection() {
 async fn a_large_answer_streams_and_an_answer_ended_by_close_is_not_pooled() {
     let target_big = target(Script::Sized(100_000)).await;
     let client = UpstreamClient::default();
-    let response = client.send(get(&target_big.authority, GET)).await.expect("answer");
+    let response = client
+        .send(get(&target_big.authority, GET))
+        .await
+        .expect("answer");
     assert!(matches!(response.body, ResponseBody::Stream(_)));
     assert_eq!(body_of(response).await.len(), 100_000);
     assert_eq!(client.pool.idle_count(), 1);
 
     let until_close = target(Script::AnswerOnceThenClose(b"HTTP/1.1 200 OK\r\n\r\nbye")).await;
-    let response = client.send(get(&until_close.authority, GET)).await.expect("answer");
+    let response = client
+        .send(get(&until_close.authority, GET))
+        .await
+        .expect("answer");
     assert_eq!(body_of(response).await, b"bye");
-    assert_eq!(client.pool.idle_count(), 1, "only the first target's connection is kept");
+    assert_eq!(
+        client.pool.idle_count(),
+        1,
+        "only the first target's connection is kept"
+    );
 }
 
 #[actix_rt::test]
@@ -184,7 +193,10 @@ async fn a_head_answer_has_no_body_whatever_its_length_says() {
 
 #[actix_rt::test]
 async fn a_malformed_answer_is_an_error_and_its_connection_is_dropped() {
-    let target = target(Script::Answer(&[b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n"])).await;
+    let target = target(Script::Answer(&[
+        b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n",
+    ]))
+    .await;
     let client = UpstreamClient::default();
     let error = client.send(get(&target.authority, GET)).await.err();
     assert!(matches!(error, Some(SendError::Head(HeadError::BadLength))));
@@ -203,7 +215,10 @@ async fn a_refused_connection_is_reported_as_never_reaching_the_target() {
 
 #[actix_rt::test]
 async fn probes_report_the_status_and_fail_on_silence() {
-    let target = target(Script::Answer(&[b"HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n"])).await;
+    let target = target(Script::Answer(&[
+        b"HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n",
+    ]))
+    .await;
     let client = UpstreamClient::default();
     let url = format!("http://{}/health?deep=1", target.authority);
     assert_eq!(client.probe(&url, Duration::from_secs(5)).await, Some(503));
