@@ -1,6 +1,7 @@
 //! Reading an upstream's response head: its status, the headers the client may see, and
 //! how the body after it is framed (RFC 9112 §6.3).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -123,9 +124,13 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHe
 
 /// Parses one head without consuming it.
 fn parse_one(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buf) {
+    // Left uninitialised: the parser writes only the slots it fills, and clearing all 128
+    // (4 KB) for every answer is work for nothing.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => return Err(HeadError::Malformed(error)),
