@@ -112,8 +112,7 @@ impl HealthRegistry {
 pub struct Target {
     /// The configured URL, as the operator wrote it (health registry key).
     pub url: String,
-    /// `scheme://host:port` and the path the target is mounted under, without a trailing
-    /// `/`: a request's path is appended to it.
+    /// `scheme://host:port` and `base_path`: a health check's path is appended to it.
     pub base_url: String,
     /// The path the target is mounted under, without a trailing `/` (empty at the root):
     /// a request's path is appended to it.
@@ -135,14 +134,11 @@ impl Target {
         let port = url.port_or_known_default()?;
         // `Host`'s Display brackets IPv6 addresses, as an authority needs.
         let authority = format!("{}:{port}", url.host()?);
+        let base_path = url.path().trim_end_matches('/').to_owned();
         Some(Self {
             url: target.url.clone(),
-            base_url: format!(
-                "{}://{authority}{}",
-                url.scheme(),
-                url.path().trim_end_matches('/')
-            ),
-            base_path: url.path().trim_end_matches('/').to_owned(),
+            base_url: format!("{}://{authority}{base_path}", url.scheme()),
+            base_path,
             host_value: http1::HeaderValue::from_str(&authority).ok()?,
             authority: authority.into(),
             weight: target.weight,
