@@ -10,128 +10,20 @@
 //! `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONCURRENCY` (default "1,64"),
 //! `BENCH_ROUNDS` (interleaved rounds per row, default 2).
 
+#[path = "closed_loop.rs"]
+mod closed_loop;
 #[path = "../support/mod.rs"]
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use closed_loop::{measure, post_json, Compose, Measurement};
+use serde_json::json;
 use support::{free_port, wait_for, Cluster};
-
-/// What one measurement produced.
-struct Measurement {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Measurement {
-    fn throughput(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Pools rounds of one measurement: their requests, time and latencies.
-    fn pooled(rounds: Vec<Measurement>) -> Measurement {
-        let mut pooled = Measurement {
-            requests: 0,
-            errors: 0,
-            elapsed: Duration::ZERO,
-            latencies_us: Vec::new(),
-        };
-        for mut round in rounds {
-            pooled.requests += round.requests;
-            pooled.errors += round.errors;
-            pooled.elapsed += round.elapsed;
-            pooled.latencies_us.append(&mut round.latencies_us);
-        }
-        pooled.latencies_us.sort_unstable();
-        pooled
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
-        self.latencies_us[rank] as f64 / 1000.0
-    }
-}
-
-/// A write to send: URL, headers and a body made unique by the sequence number.
-type RequestFactory = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
-
-/// Drives `concurrency` closed-loop clients for `duration` and collects latencies; `round`
-/// keeps the sequence numbers (and so the names written) of different rounds apart.
-fn measure(
-    factory: RequestFactory,
-    concurrency: usize,
-    duration: Duration,
-    expect_status: u16,
-    round: u64,
-) -> Measurement {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("load runtime");
-    runtime.block_on(async move {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .expect("client");
-        let started = Instant::now();
-        let deadline = started + duration;
-        let mut tasks = Vec::new();
-        for worker in 0..concurrency {
-            let client = client.clone();
-            let factory = factory.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0u64;
-                let mut seq = (round << 56) | ((worker as u64) << 40);
-                while Instant::now() < deadline {
-                    seq += 1;
-                    let sent = Instant::now();
-                    let ok = match factory(&client, seq).send().await {
-                        Ok(response) => {
-                            let status = response.status().as_u16();
-                            let _ = response.bytes().await;
-                            status == expect_status
-                        }
-                        Err(_) => false,
-                    };
-                    if ok {
-                        latencies.push(sent.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (latencies, errors)
-            }));
-        }
-        let mut latencies_us = Vec::new();
-        let mut errors = 0;
-        for task in tasks {
-            let (mut l, e) = task.await.expect("worker");
-            latencies_us.append(&mut l);
-            errors += e;
-        }
-        let elapsed = started.elapsed();
-        latencies_us.sort_unstable();
-        Measurement {
-            requests: latencies_us.len() as u64,
-            errors,
-            elapsed,
-            latencies_us,
-        }
-    })
-}
 
 /// A three-member etcd cluster on loopback, killed on drop.
 struct Etcd {
@@ -286,35 +178,54 @@ fn main() {
                 vec![leader_port]
             };
             let meta = padding.clone();
-            let credentialflow: RequestFactory = Arc::new(move |client, seq| {
-                let port = ports[(seq as usize) % ports.len()];
-                client
-                    .post(format!("http://127.0.0.1:{port}/v1/keys"))
-                    .bearer_auth(support::TOKEN)
-                    .json(&json!({ "name": format!("bench-{seq}"), "metadata": { "pad": meta } }))
+            let count = ports.len();
+            let cf_ports = ports.clone();
+            let credentialflow: Compose = Arc::new(move |seq, request| {
+                let target = (seq as usize) % count;
+                let mut body = Vec::with_capacity(256);
+                let _ = write!(body, r#"{{"name":"bench-{seq}","metadata":{{"pad":"{meta}"}}}}"#);
+                post_json(request, cf_ports[target], "/v1/keys", Some(support::TOKEN), &body);
+                target
             });
+            let cf_target_ports = ports;
             let ports = if spread {
                 etcd_ports.clone()
             } else {
                 vec![etcd_leader]
             };
             let value = padding.clone();
-            let etcd_put: RequestFactory = Arc::new(move |client, seq| {
-                let port = ports[(seq as usize) % ports.len()];
-                let body: Value = json!({
-                    "key": base64(format!("bench/key_{seq}").as_bytes()),
-                    "value": base64(format!("{{\"name\":\"bench-{seq}\",\"metadata\":{{\"pad\":\"{value}\"}}}}").as_bytes()),
-                });
-                client
-                    .post(format!("http://127.0.0.1:{port}/v3/kv/put"))
-                    .json(&body)
+            let count = ports.len();
+            let put_ports = ports.clone();
+            let etcd_put: Compose = Arc::new(move |seq, request| {
+                let target = (seq as usize) % count;
+                let key = base64(format!("bench/key_{seq}").as_bytes());
+                let value =
+                    base64(format!(r#"{{"name":"bench-{seq}","metadata":{{"pad":"{value}"}}}}"#).as_bytes());
+                let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
+                post_json(request, put_ports[target], "/v3/kv/put", None, body.as_bytes());
+                target
             });
+            let etcd_target_ports = ports;
             let mut cf_rounds = Vec::new();
             let mut etcd_rounds = Vec::new();
             for round in 0..rounds {
-                cf_rounds.push(measure(credentialflow.clone(), concurrency, duration, 201, round));
+                cf_rounds.push(measure(
+                    &cf_target_ports,
+                    credentialflow.clone(),
+                    concurrency,
+                    duration,
+                    201,
+                    round,
+                ));
                 if with_etcd {
-                    etcd_rounds.push(measure(etcd_put.clone(), concurrency, duration, 200, round));
+                    etcd_rounds.push(measure(
+                        &etcd_target_ports,
+                        etcd_put.clone(),
+                        concurrency,
+                        duration,
+                        200,
+                        round,
+                    ));
                 }
             }
             let cf = Measurement::pooled(cf_rounds);
