@@ -38,7 +38,15 @@ fn large_config() -> impl bincode::config::Config {
 
 /// Encodes `value` with the version marker.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![FORMAT_VERSION];
+    encode_with_capacity(value, 64)
+}
+
+/// [`encode`] into a buffer that starts with room for `capacity` bytes. For a whole-state
+/// snapshot (tens of megabytes) a good guess saves the buffer's doublings, each of which
+/// faults in fresh pages and copies everything written so far.
+pub fn encode_with_capacity<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(capacity.max(1));
+    out.push(FORMAT_VERSION);
     bincode::serde::encode_into_std_write(value, &mut out, config())?;
     Ok(out)
 }

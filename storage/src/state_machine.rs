@@ -1,7 +1,7 @@
 //! The state machine: the in-memory replicated [`State`], persisted as snapshots.
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use cluster::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership};
@@ -98,6 +98,8 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// Serialises snapshot writes (background builds and installs).
     snapshot_writers: Arc<Mutex<()>>,
+    /// Size of the last snapshot built or installed: the next one's buffer starts at about it.
+    snapshot_bytes: Arc<AtomicUsize>,
     observer: Option<Arc<dyn ApplyObserver>>,
 }
 
@@ -106,7 +108,9 @@ impl StateMachineStore {
     /// replays committed log entries after it.
     pub(crate) fn restore(db: Arc<DB>) -> Result<Self, StorageOpenError> {
         let shared = SharedState::default();
+        let mut restored_bytes = 0;
         if let Some(snapshot) = load_snapshot(&db)? {
+            restored_bytes = snapshot.data.len();
             let state = decode_state(&snapshot.data).map_err(|source| StorageOpenError::Corrupt {
                 what: "snapshot state",
                 source,
@@ -122,6 +126,7 @@ impl StateMachineStore {
             shared,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshot_writers: Arc::new(Mutex::new(())),
+            snapshot_bytes: Arc::new(AtomicUsize::new(restored_bytes)),
             observer: None,
         })
     }
@@ -173,7 +178,10 @@ fn persist_snapshot(db: &DB, snapshot: &StoredSnapshot, writers: &Mutex<()>) -> 
     if stored.is_some() && stored >= snapshot.meta.last_log_id {
         return Ok(false);
     }
-    let bytes = wire::encode(snapshot).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+    // The data, the metadata and a few length prefixes.
+    let capacity = snapshot.data.len() + 1024;
+    let bytes = wire::encode_with_capacity(snapshot, capacity)
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
     let last_log = wire::encode(&snapshot.meta.last_log_id)
         .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
     ingest_snapshot(db, &bytes, &last_log).map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
@@ -212,6 +220,7 @@ pub struct SnapshotBuilder {
     copy: AppliedState,
     seq: u64,
     writers: Arc<Mutex<()>>,
+    last_bytes: Arc<AtomicUsize>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -224,8 +233,11 @@ impl SnapshotBuilder {
     /// Encodes the copy and stores it, unless a newer snapshot is stored already.
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
-        let data = wire::encode(&self.copy.state)
+        let last_bytes = self.last_bytes.load(Ordering::Relaxed);
+        let data = wire::encode_with_capacity(&self.copy.state, last_bytes + last_bytes / 8 + 4096)
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        self.last_bytes.store(data.len(), Ordering::Relaxed);
+        let encode_ms = started.elapsed().as_millis() as u64;
         let snapshot_id = match &self.copy.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
             None => format!("empty-{}", self.seq),
@@ -240,6 +252,7 @@ impl SnapshotBuilder {
             tracing::info!(
                 last_log = ?stored.meta.last_log_id,
                 bytes = stored.data.len(),
+                encode_ms,
                 took_ms = started.elapsed().as_millis() as u64,
                 "snapshot built"
             );
@@ -314,6 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
             writers: self.snapshot_writers.clone(),
+            last_bytes: self.snapshot_bytes.clone(),
         }
     }
 
@@ -344,6 +358,7 @@ impl StateMachineStore {
     fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let state = decode_state(&data).map_err(|e| io_error(subject, ErrorVerb::Read, e))?;
+        self.snapshot_bytes.store(data.len(), Ordering::Relaxed);
         persist_snapshot(
             &self.db,
             &StoredSnapshot {
