@@ -93,7 +93,9 @@ pub struct ServeArgs {
     /// Minimum Raft election timeout, e.g. "600ms" (the maximum is twice this).
     #[arg(long, env = "CREDENTIALFLOW_ELECTION_TIMEOUT")]
     pub election_timeout: Option<String>,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Fewest log entries between snapshots. A snapshot also waits until the log written
+    /// since the last one is at least as large as that snapshot, so a large state is not
+    /// re-encoded every few thousand writes.
     #[arg(long, env = "CREDENTIALFLOW_SNAPSHOT_THRESHOLD")]
     pub snapshot_threshold: Option<u64>,
     /// Log entries kept after a snapshot (older ones are purged).

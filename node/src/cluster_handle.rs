@@ -3,10 +3,12 @@
 //!
 //! - this file: start-up and bootstrap, the cluster view, the write entry point;
 //! - [`routing`]: getting operations to the leader from any member;
-//! - [`leader`]: what only the leader does (proposing, read index, membership).
+//! - [`leader`]: what only the leader does (proposing, read index, membership);
+//! - [`snapshot_pacer`]: when to snapshot.
 
 mod leader;
 mod routing;
+mod snapshot_pacer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
@@ -162,12 +164,14 @@ impl ClusterHandle {
         let (log_store, mut state_machine) = storage::open_as(&raft_dir, config.id)?;
         state_machine.set_observer(observer);
         let shared = state_machine.shared();
+        let pacing = state_machine.pacing();
         let raft_config = openraft::Config {
             cluster_name: "credentialflow".to_owned(),
             heartbeat_interval: millis(config.raft.heartbeat_interval),
             election_timeout_min: millis(config.raft.election_timeout_min),
             election_timeout_max: millis(config.raft.election_timeout_min * 2),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_threshold),
+            // `snapshot_pacer` decides, on entries and bytes.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.raft.snapshot_keep_logs,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             install_snapshot_timeout: 10_000,
@@ -216,6 +220,11 @@ impl ClusterHandle {
         });
         let handle = Self { inner };
         runtime.spawn(track_leader_contact(Arc::downgrade(&handle.inner)));
+        runtime.spawn(snapshot_pacer::pace_snapshots(
+            Arc::downgrade(&handle.inner),
+            pacing,
+            config.raft.snapshot_threshold,
+        ));
         handle.bootstrap(config).await?;
         Ok(handle)
     }

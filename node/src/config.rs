@@ -64,7 +64,7 @@ pub struct RaftFileConfig {
     pub heartbeat_interval: Option<String>,
     /// Minimum election timeout, e.g. "600ms".
     pub election_timeout: Option<String>,
-    /// Entries between snapshots.
+    /// Fewest entries between snapshots (see `--snapshot-threshold`).
     pub snapshot_threshold: Option<u64>,
     /// Entries kept after a snapshot.
     pub snapshot_keep_logs: Option<u64>,

@@ -86,7 +86,21 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenErro
     let db = DB::open_cf_descriptors(&options, dir, families).map_err(opened)?;
     wal_warmup::warm_up(&db).map_err(opened)?;
     let db = Arc::new(db);
-    let log_store = LogStore::new(db.clone());
-    let state_machine = StateMachineStore::restore(db)?;
+    let log_bytes = log_bytes_on_disk(&db);
+    let state_machine = StateMachineStore::restore(db.clone(), log_bytes)?;
+    let log_store = LogStore::new(db, state_machine.pacing());
     Ok((log_store, state_machine))
+}
+
+/// RocksDB's estimate of the log it holds (tables and memtables), which snapshot pacing
+/// counts as written since the last snapshot; 0 when RocksDB cannot tell.
+fn log_bytes_on_disk(db: &DB) -> u64 {
+    let log = cf(db, CF_LOG);
+    [
+        "rocksdb.estimate-live-data-size",
+        "rocksdb.cur-size-all-mem-tables",
+    ]
+    .iter()
+    .filter_map(|property| db.property_int_value_cf(log, *property).ok().flatten())
+    .sum()
 }

@@ -8,6 +8,8 @@
 //!   entry on the leader a batch of commands).
 //! - [`state_machine`]: openraft's `RaftStateMachine`: applies entries to the in-memory
 //!   [`cluster::State`] and persists it as snapshots (restart = snapshot + log replay).
+//! - [`snapshot_pacing`]: when another snapshot is worth its cost (log written since the
+//!   last one at least as large as it).
 //! - [`wal_warmup`]: makes the live WAL a recycled file on open, so a sync flushes data only.
 //!
 //! Durability rules: big-endian log indexes, every persisted value carries a format version
@@ -26,10 +28,12 @@ pub mod error;
 pub mod log_store;
 mod log_tail;
 mod offload;
+pub mod snapshot_pacing;
 pub mod state_machine;
 pub mod wal_warmup;
 
 pub use db::{open, open_as};
 pub use error::StorageOpenError;
 pub use log_store::LogStore;
+pub use snapshot_pacing::SnapshotPacing;
 pub use state_machine::{AppliedState, ApplyObserver, SharedState, StateMachineStore};

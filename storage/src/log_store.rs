@@ -15,11 +15,14 @@ use serde::Serialize;
 use crate::db::{cf, log_key, MetaKey, CF_LOG, CF_META};
 use crate::error::{io_error, StorageOpenError};
 use crate::log_tail::LogTail;
+use crate::snapshot_pacing::SnapshotPacing;
 
 /// The Raft log store. Writes are serialised by openraft; reads may come from any reader.
 pub struct LogStore {
     db: Arc<DB>,
     tail: SharedTail,
+    /// Counts the bytes appended, which pace snapshots.
+    pacing: Arc<SnapshotPacing>,
 }
 
 /// A cheap reader of the log, used by replication tasks.
@@ -40,10 +43,11 @@ impl SharedTail {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
+    pub(crate) fn new(db: Arc<DB>, pacing: Arc<SnapshotPacing>) -> Self {
         Self {
             db,
             tail: SharedTail::default(),
+            pacing,
         }
     }
 
@@ -208,10 +212,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let log = cf(&self.db, CF_LOG);
         let mut appended = Vec::new();
+        let mut appended_bytes = 0u64;
         for entry in entries {
             let bytes =
                 wire::encode(&entry).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put_cf(log, log_key(entry.log_id.index), &bytes);
+            appended_bytes += bytes.len() as u64;
             appended.push((entry, bytes.len()));
         }
         // openraft 0.9 awaits this acknowledgement before it does anything else, so there is
@@ -227,6 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(()) => {
                 // Before the acknowledgement: openraft reads an entry only once it is flushed.
                 self.tail.lock().appended(appended);
+                self.pacing.appended(appended_bytes);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

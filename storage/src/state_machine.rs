@@ -1,7 +1,7 @@
 //! The state machine: the in-memory replicated [`State`], persisted as snapshots.
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use cluster::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership};
@@ -15,6 +15,7 @@ use crate::applied_index::AppliedIndex;
 use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
 use crate::error::{io_error, StorageOpenError};
 use crate::offload::offload;
+use crate::snapshot_pacing::SnapshotPacing;
 
 /// The table file a snapshot is written to before it is ingested (and moved) into the store;
 /// only ever one at a time, under the snapshot writers' lock.
@@ -98,19 +99,20 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// Serialises snapshot writes (background builds and installs).
     snapshot_writers: Arc<Mutex<()>>,
-    /// Size of the last snapshot built or installed: the next one's buffer starts at about it.
-    snapshot_bytes: Arc<AtomicUsize>,
+    /// Log and snapshot sizes: when the next snapshot is due, and how large its buffer starts.
+    pacing: Arc<SnapshotPacing>,
     observer: Option<Arc<dyn ApplyObserver>>,
 }
 
 impl StateMachineStore {
     /// Opens the state machine, restoring the last snapshot if there is one; openraft then
     /// replays committed log entries after it.
-    pub(crate) fn restore(db: Arc<DB>) -> Result<Self, StorageOpenError> {
+    /// `log_bytes` is the log the store holds, which counts as written since the snapshot.
+    pub(crate) fn restore(db: Arc<DB>, log_bytes: u64) -> Result<Self, StorageOpenError> {
         let shared = SharedState::default();
         let mut restored_bytes = 0;
         if let Some(snapshot) = load_snapshot(&db)? {
-            restored_bytes = snapshot.data.len();
+            restored_bytes = snapshot.data.len() as u64;
             let state = decode_state(&snapshot.data).map_err(|source| StorageOpenError::Corrupt {
                 what: "snapshot state",
                 source,
@@ -126,9 +128,14 @@ impl StateMachineStore {
             shared,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshot_writers: Arc::new(Mutex::new(())),
-            snapshot_bytes: Arc::new(AtomicUsize::new(restored_bytes)),
+            pacing: Arc::new(SnapshotPacing::new(log_bytes, restored_bytes)),
             observer: None,
         })
+    }
+
+    /// The byte counts that decide when a snapshot is due, shared with the log store.
+    pub fn pacing(&self) -> Arc<SnapshotPacing> {
+        self.pacing.clone()
     }
 
     /// Attaches the observer of state changes and shows it the current state.
@@ -220,7 +227,9 @@ pub struct SnapshotBuilder {
     copy: AppliedState,
     seq: u64,
     writers: Arc<Mutex<()>>,
-    last_bytes: Arc<AtomicUsize>,
+    pacing: Arc<SnapshotPacing>,
+    /// Where the log stood when the copy was taken (see [`SnapshotPacing::snapshot_begins`]).
+    log_mark: u64,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -233,10 +242,9 @@ impl SnapshotBuilder {
     /// Encodes the copy and stores it, unless a newer snapshot is stored already.
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
-        let last_bytes = self.last_bytes.load(Ordering::Relaxed);
+        let last_bytes = usize::try_from(self.pacing.snapshot_bytes()).unwrap_or(0);
         let data = wire::encode_with_capacity(&self.copy.state, last_bytes + last_bytes / 8 + 4096)
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        self.last_bytes.store(data.len(), Ordering::Relaxed);
         let encode_ms = started.elapsed().as_millis() as u64;
         let snapshot_id = match &self.copy.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
@@ -249,6 +257,8 @@ impl SnapshotBuilder {
         };
         let stored = StoredSnapshot { meta, data };
         if persist_snapshot(&self.db, &stored, &self.writers)? {
+            self.pacing
+                .snapshot_stored(self.log_mark, stored.data.len() as u64);
             tracing::info!(
                 last_log = ?stored.meta.last_log_id,
                 bytes = stored.data.len(),
@@ -327,7 +337,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
             writers: self.snapshot_writers.clone(),
-            last_bytes: self.snapshot_bytes.clone(),
+            pacing: self.pacing.clone(),
+            log_mark: self.pacing.snapshot_begins(),
         }
     }
 
@@ -358,8 +369,9 @@ impl StateMachineStore {
     fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let state = decode_state(&data).map_err(|e| io_error(subject, ErrorVerb::Read, e))?;
-        self.snapshot_bytes.store(data.len(), Ordering::Relaxed);
-        persist_snapshot(
+        let log_mark = self.pacing.snapshot_begins();
+        let bytes = data.len() as u64;
+        let stored = persist_snapshot(
             &self.db,
             &StoredSnapshot {
                 meta: meta.clone(),
@@ -367,6 +379,9 @@ impl StateMachineStore {
             },
             &self.snapshot_writers,
         )?;
+        if stored {
+            self.pacing.snapshot_stored(log_mark, bytes);
+        }
         let mut guard = self
             .shared
             .inner
