@@ -90,7 +90,7 @@ pub struct ServeArgs {
     /// Raft heartbeat interval, e.g. "100ms".
     #[arg(long, env = "CREDENTIALFLOW_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
-    /// Minimum Raft election timeout, e.g. "600ms" (the maximum is twice this).
+    /// Minimum Raft election timeout, e.g. "600ms" (the maximum is 1.5 times this).
     #[arg(long, env = "CREDENTIALFLOW_ELECTION_TIMEOUT")]
     pub election_timeout: Option<String>,
     /// Fewest log entries between snapshots. A snapshot also waits until the log written

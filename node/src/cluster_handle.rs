@@ -169,7 +169,11 @@ impl ClusterHandle {
             cluster_name: "credentialflow".to_owned(),
             heartbeat_interval: millis(config.raft.heartbeat_interval),
             election_timeout_min: millis(config.raft.election_timeout_min),
-            election_timeout_max: millis(config.raft.election_timeout_min * 2),
+            // openraft 0.9 draws each node's timeout once, and a follower of a live leader
+            // waits `election_timeout_max` (its leader lease) on top of it before it stands,
+            // so a failover can take three maximum timeouts (lease, timeout, a split vote's
+            // retry): 3 s for a 500 ms minimum at twice the minimum, 2.25 s at 1.5 times.
+            election_timeout_max: millis(config.raft.election_timeout_min * 3 / 2),
             // `snapshot_pacer` decides, on entries and bytes.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.raft.snapshot_keep_logs,
