@@ -1,9 +1,12 @@
 //! A 100 MB request body streams through the proxy: the upstream receives every byte and
-//! the proxy's peak resident memory stays far below the body's size.
+//! the proxy's peak resident memory stays far below the body's size. A target that answers
+//! before it has the whole body has its answer relayed at once.
 
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -138,4 +141,97 @@ fn bodies_of_unknown_length_stream_through_in_chunks_both_ways() {
     response.read_to_string(&mut text).expect("body");
     let expected: String = (0..2000).map(|i| format!("piece {i}\n")).collect();
     assert_eq!(text, expected);
+}
+
+/// A target that answers 413 as soon as it has a request's head and reads nothing more,
+/// keeping the connection open (as a server that lingers before closing does). Returns its
+/// port and the connections it holds.
+fn start_refusing_target() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind target");
+    let port = listener.local_addr().expect("target address").port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holder = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let holder = holder.clone();
+            std::thread::spawn(move || {
+                // Health probes connect and leave without a request.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
+                if stream.write_all(answer).is_ok() {
+                    holder.lock().expect("held connections").push(stream);
+                }
+            });
+        }
+    });
+    (port, held)
+}
+
+#[test]
+fn an_answer_the_target_gives_before_the_body_ends_reaches_the_client() {
+    let (target_port, _held) = start_refusing_target();
+    let cluster = Cluster::start(1, &[]);
+    let node = cluster.node(1);
+    let route = json!({
+        "path_prefix": "/early",
+        "auth": "api_key",
+        "timeout_ms": 30_000,
+        "upstreams": [{ "url": format!("http://127.0.0.1:{target_port}") }],
+    });
+    assert_eq!(
+        node.put("/v1/routes/early", &route)
+            .expect("admin answers")
+            .status,
+        201
+    );
+    let (_, key) = create_key_with(node, json!({}));
+
+    // The client announces 100 MiB and keeps sending while it waits for the answer; the
+    // target stops reading after the head, so the body can never be delivered whole.
+    let mut client = TcpStream::connect(("127.0.0.1", node.proxy_port)).expect("connect to the proxy");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    client
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("write timeout");
+    let head = format!(
+        "POST /early/upload HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\ncontent-length: {BODY_BYTES}\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).expect("send the head");
+    let mut sender = client.try_clone().expect("clone the client socket");
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < BODY_BYTES && sender.write_all(&chunk).is_ok() {
+            sent += chunk.len() as u64;
+        }
+    });
+
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(9).any(|w| w == b"too large") {
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(error) => panic!(
+                "no answer within 10 s ({error}); read so far: {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "the target's early answer should reach the client: {answer:?}"
+    );
+    assert!(answer.ends_with("too large"), "{answer:?}");
 }

@@ -36,12 +36,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: a proxied request allocates and frees a few
-/// dozen small blocks on one thread, and glibc's malloc spent about 3% of a proxy worker's
-/// time on them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {

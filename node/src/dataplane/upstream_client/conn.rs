@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Free buffer space below which a read first grows the buffer.
@@ -17,6 +17,18 @@ const MIN_READ_SPACE: usize = 4 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Longest time to establish a TCP connection to a target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How [`Conn::write_unless_target_speaks`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    All,
+    /// The target sent bytes before the write was done; the first `written` went out.
+    TargetSpoke {
+        written: usize,
+    },
+    /// The target closed the connection before the write was done.
+    TargetClosed,
+}
 
 /// A TCP connection to one target.
 pub struct Conn {
@@ -63,14 +75,33 @@ impl Conn {
         poll_fn(|cx| self.poll_fill(cx)).await
     }
 
+    /// Writes all of `bytes` unless the target sends something first, which is then in
+    /// `buf`: a target may answer (a 413, say) before it has read the whole request, and
+    /// stop reading, so a write that waited for room would wait forever.
+    pub async fn write_unless_target_speaks(&mut self, bytes: &[u8]) -> io::Result<Written> {
+        let mut written = 0;
+        poll_fn(|cx| loop {
+            if let Poll::Ready(filled) = self.poll_fill(cx) {
+                return Poll::Ready(filled.map(|read| match read {
+                    0 => Written::TargetClosed,
+                    _ => Written::TargetSpoke { written },
+                }));
+            }
+            if written == bytes.len() {
+                return Poll::Ready(Ok(Written::All));
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
     /// Writes all of `bytes`.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await
-    }
-
-    /// Writes all of `parts`, in order, with as few system calls as the kernel allows.
-    pub async fn write_all_parts(&mut self, parts: impl bytes::Buf) -> io::Result<()> {
-        let mut parts = parts;
-        self.stream.write_all_buf(&mut parts).await
     }
 }

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::StreamExt;
 
 pub use body::BodyStream;
 use body::Remaining;
-use conn::Conn;
+use conn::{Conn, Written};
 use head::{Framing, HeadError, ResponseHead};
 use pool::Pool;
 
@@ -206,7 +206,14 @@ async fn request(
 ) -> Result<ResponseHead, Failure> {
     conn.write_all(head).await.map_err(|_| Failure::Stale)?;
     if let Some(body) = streamed {
-        send_streamed(conn, body).await.map_err(Failure::Other)?;
+        let early = send_streamed(conn, body, head_request)
+            .await
+            .map_err(Failure::Other)?;
+        if let Some(mut head) = early {
+            // The rest of the request was never sent: the connection cannot carry another.
+            head.keep_alive = false;
+            return Ok(head);
+        }
     }
     let mut received = false;
     loop {
@@ -227,25 +234,75 @@ async fn request(
 
 /// Sends the client's body as it arrives: each piece is written before the next is read,
 /// so a slow target slows the client down instead of filling memory.
-async fn send_streamed(conn: &mut Conn, mut body: StreamedBody) -> Result<(), SendError> {
-    while let Some(chunk) = body.payload.next().await {
+///
+/// A target may answer before it has the whole body (a 413, a 401) and stop reading; that
+/// answer is returned at once, and the rest of the body is not sent. Interim (1xx) answers
+/// do not stop the body.
+async fn send_streamed(
+    conn: &mut Conn,
+    mut body: StreamedBody,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, SendError> {
+    loop {
+        let next = tokio::select! {
+            biased;
+            filled = conn.fill() => {
+                if filled.map_err(SendError::Io)? == 0 {
+                    return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+                match head::parse(&mut conn.buf, head_request)? {
+                    Some(head) => return Ok(Some(head)),
+                    None => continue,
+                }
+            }
+            chunk = body.payload.next() => chunk,
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| SendError::RequestBody)?;
         if chunk.is_empty() {
             continue;
         }
-        let written = if body.chunked {
-            let size = format!("{:x}\r\n", chunk.len());
-            conn.write_all_parts(size.as_bytes().chain(&chunk[..]).chain(&b"\r\n"[..]))
-                .await
+        let early = if body.chunked {
+            let mut framed = Vec::with_capacity(chunk.len() + 20);
+            framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            write_unless_answered(conn, &framed, head_request).await?
         } else {
-            conn.write_all(&chunk).await
+            write_unless_answered(conn, &chunk, head_request).await?
         };
-        written.map_err(SendError::Io)?;
+        if early.is_some() {
+            return Ok(early);
+        }
     }
     if body.chunked {
-        conn.write_all(b"0\r\n\r\n").await.map_err(SendError::Io)?;
+        return write_unless_answered(conn, b"0\r\n\r\n", head_request).await;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Writes `bytes`, returning the target's final answer instead if it comes first.
+async fn write_unless_answered(
+    conn: &mut Conn,
+    mut bytes: &[u8],
+    head_request: bool,
+) -> Result<Option<ResponseHead>, SendError> {
+    loop {
+        match conn
+            .write_unless_target_speaks(bytes)
+            .await
+            .map_err(SendError::Io)?
+        {
+            Written::All => return Ok(None),
+            Written::TargetClosed => return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Written::TargetSpoke { written } => {
+                if let Some(head) = head::parse(&mut conn.buf, head_request)? {
+                    return Ok(Some(head));
+                }
+                bytes = &bytes[written..];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
