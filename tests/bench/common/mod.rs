@@ -158,7 +158,21 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so that the master stops its workers (after SIGKILL they live on as orphans
+    /// holding their ports); SIGKILL if it has not exited within 5 s.
     fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+        if kill(pid, Signal::SIGTERM).is_ok() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
