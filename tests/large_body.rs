@@ -40,20 +40,26 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM")
 }
 
+/// A one-node cluster with route `id` and an API key that may use it.
+fn node_with_route(id: &str, route: serde_json::Value) -> (Cluster, String) {
+    let cluster = Cluster::start(1, &[]);
+    let node = cluster.node(1);
+    let answer = node
+        .put(&format!("/v1/routes/{id}"), &route)
+        .expect("admin answers");
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let (_, key) = create_key_with(node, json!({}));
+    (cluster, key)
+}
+
 #[test]
 fn a_100_mb_body_streams_through_with_bounded_memory() {
     let upstream = Upstream::start("sink");
-    let cluster = Cluster::start(1, &[]);
-    let node = cluster.node(1);
-    let route =
-        json!({ "path_prefix": "/upload", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });
-    assert_eq!(
-        node.put("/v1/routes/upload", &route)
-            .expect("admin answers")
-            .status,
-        201
+    let (cluster, key) = node_with_route(
+        "upload",
+        json!({ "path_prefix": "/upload", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] }),
     );
-    let (_, key) = create_key_with(node, json!({}));
+    let node = cluster.node(1);
     let before = peak_rss_kib(node.pid());
 
     let client = reqwest::blocking::Client::builder()
@@ -89,16 +95,11 @@ fn a_100_mb_body_streams_through_with_bounded_memory() {
 #[test]
 fn bodies_of_unknown_length_stream_through_in_chunks_both_ways() {
     let upstream = Upstream::start("chunks");
-    let cluster = Cluster::start(1, &[]);
-    let node = cluster.node(1);
-    let route = json!({ "path_prefix": "/", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] });
-    assert_eq!(
-        node.put("/v1/routes/chunks", &route)
-            .expect("admin answers")
-            .status,
-        201
+    let (cluster, key) = node_with_route(
+        "chunks",
+        json!({ "path_prefix": "/", "auth": "api_key", "upstreams": [{ "url": upstream.url() }] }),
     );
-    let (_, key) = create_key_with(node, json!({}));
+    let node = cluster.node(1);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .no_proxy()
@@ -178,21 +179,16 @@ fn start_refusing_target() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
 #[test]
 fn an_answer_the_target_gives_before_the_body_ends_reaches_the_client() {
     let (target_port, _held) = start_refusing_target();
-    let cluster = Cluster::start(1, &[]);
-    let node = cluster.node(1);
-    let route = json!({
-        "path_prefix": "/early",
-        "auth": "api_key",
-        "timeout_ms": 30_000,
-        "upstreams": [{ "url": format!("http://127.0.0.1:{target_port}") }],
-    });
-    assert_eq!(
-        node.put("/v1/routes/early", &route)
-            .expect("admin answers")
-            .status,
-        201
+    let (cluster, key) = node_with_route(
+        "early",
+        json!({
+            "path_prefix": "/early",
+            "auth": "api_key",
+            "timeout_ms": 30_000,
+            "upstreams": [{ "url": format!("http://127.0.0.1:{target_port}") }],
+        }),
     );
-    let (_, key) = create_key_with(node, json!({}));
+    let node = cluster.node(1);
 
     // The client announces 100 MiB and keeps sending while it waits for the answer; the
     // target stops reading after the head, so the body can never be delivered whole.

@@ -178,39 +178,30 @@ fn main() {
                 vec![leader_port]
             };
             let meta = padding.clone();
-            let count = ports.len();
-            let cf_ports = ports.clone();
-            let credentialflow: Compose = Arc::new(move |seq, request| {
-                let target = (seq as usize) % count;
+            let credentialflow: Compose = Arc::new(move |seq, port, request| {
                 let mut body = Vec::with_capacity(256);
                 let _ = write!(body, r#"{{"name":"bench-{seq}","metadata":{{"pad":"{meta}"}}}}"#);
-                post_json(request, cf_ports[target], "/v1/keys", Some(support::TOKEN), &body);
-                target
+                post_json(request, port, "/v1/keys", Some(support::TOKEN), &body);
             });
-            let cf_target_ports = ports;
-            let ports = if spread {
+            let cf_ports = ports;
+            let etcd_target_ports = if spread {
                 etcd_ports.clone()
             } else {
                 vec![etcd_leader]
             };
             let value = padding.clone();
-            let count = ports.len();
-            let put_ports = ports.clone();
-            let etcd_put: Compose = Arc::new(move |seq, request| {
-                let target = (seq as usize) % count;
+            let etcd_put: Compose = Arc::new(move |seq, port, request| {
                 let key = base64(format!("bench/key_{seq}").as_bytes());
                 let value =
                     base64(format!(r#"{{"name":"bench-{seq}","metadata":{{"pad":"{value}"}}}}"#).as_bytes());
                 let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
-                post_json(request, put_ports[target], "/v3/kv/put", None, body.as_bytes());
-                target
+                post_json(request, port, "/v3/kv/put", None, body.as_bytes());
             });
-            let etcd_target_ports = ports;
             let mut cf_rounds = Vec::new();
             let mut etcd_rounds = Vec::new();
             for round in 0..rounds {
                 cf_rounds.push(measure(
-                    &cf_target_ports,
+                    &cf_ports,
                     credentialflow.clone(),
                     concurrency,
                     duration,

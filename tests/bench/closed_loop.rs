@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Composes request `seq` into the buffer (a whole HTTP/1.1 request, head and body) and
-/// returns the index of the target to send it to.
-pub type Compose = Arc<dyn Fn(u64, &mut Vec<u8>) -> usize + Send + Sync>;
+/// Composes request `seq`, bound for the loopback `port`, into the buffer (a whole HTTP/1.1
+/// request, head and body).
+pub type Compose = Arc<dyn Fn(u64, u16, &mut Vec<u8>) + Send + Sync>;
 
 /// What one measurement produced.
 pub struct Measurement {
@@ -59,7 +59,8 @@ impl Measurement {
     }
 }
 
-/// Drives `concurrency` closed-loop clients against the loopback `ports` for `duration`.
+/// Drives `concurrency` closed-loop clients against the loopback `ports` for `duration`;
+/// request `seq` goes to `ports[seq % ports.len()]`.
 /// A request counts when its answer has `expect_status`; anything else, including a broken
 /// connection, is an error. `round` keeps the sequence numbers of different rounds apart.
 pub fn measure(
@@ -124,7 +125,8 @@ async fn run_client(
     while Instant::now() < deadline {
         seq += 1;
         request.clear();
-        let target = compose(seq, &mut request);
+        let target = (seq % ports.len() as u64) as usize;
+        compose(seq, ports[target], &mut request);
         let sent = Instant::now();
         let slot = &mut connections[target];
         match exchange(slot, ports[target], &request).await {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Free buffer space below which a read first grows the buffer.
@@ -22,10 +22,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
     All,
-    /// The target sent bytes before the write was done; the first `written` went out.
-    TargetSpoke {
-        written: usize,
-    },
+    /// The target sent bytes before the write was done; what is left is still in the buffer.
+    TargetSpoke,
     /// The target closed the connection before the write was done.
     TargetClosed,
 }
@@ -75,24 +73,24 @@ impl Conn {
         poll_fn(|cx| self.poll_fill(cx)).await
     }
 
-    /// Writes all of `bytes` unless the target sends something first, which is then in
-    /// `buf`: a target may answer (a 413, say) before it has read the whole request, and
-    /// stop reading, so a write that waited for room would wait forever.
-    pub async fn write_unless_target_speaks(&mut self, bytes: &[u8]) -> io::Result<Written> {
-        let mut written = 0;
+    /// Writes all of `bytes` (vectored, when they are several pieces) unless the target
+    /// sends something first, which is then in `buf`: a target may answer (a 413, say)
+    /// before it has read the whole request, and stop reading, so a write that waited for
+    /// room would wait forever.
+    pub async fn write_unless_target_speaks(&mut self, bytes: &mut impl Buf) -> io::Result<Written> {
         poll_fn(|cx| loop {
             if let Poll::Ready(filled) = self.poll_fill(cx) {
                 return Poll::Ready(filled.map(|read| match read {
                     0 => Written::TargetClosed,
-                    _ => Written::TargetSpoke { written },
+                    _ => Written::TargetSpoke,
                 }));
             }
-            if written == bytes.len() {
+            if !bytes.has_remaining() {
                 return Poll::Ready(Ok(Written::All));
             }
-            match Pin::new(&mut self.stream).poll_write(cx, &bytes[written..]) {
+            match tokio_util::io::poll_write_buf(Pin::new(&mut self.stream), cx, bytes) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
             }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::StreamExt;
 
 pub use body::BodyStream;
@@ -263,20 +263,18 @@ async fn send_streamed(
             continue;
         }
         let early = if body.chunked {
-            let mut framed = Vec::with_capacity(chunk.len() + 20);
-            framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-            framed.extend_from_slice(&chunk);
-            framed.extend_from_slice(b"\r\n");
-            write_unless_answered(conn, &framed, head_request).await?
+            let size = format!("{:x}\r\n", chunk.len());
+            let framed = size.as_bytes().chain(&chunk[..]).chain(&b"\r\n"[..]);
+            write_unless_answered(conn, framed, head_request).await?
         } else {
-            write_unless_answered(conn, &chunk, head_request).await?
+            write_unless_answered(conn, &chunk[..], head_request).await?
         };
         if early.is_some() {
             return Ok(early);
         }
     }
     if body.chunked {
-        return write_unless_answered(conn, b"0\r\n\r\n", head_request).await;
+        return write_unless_answered(conn, &b"0\r\n\r\n"[..], head_request).await;
     }
     Ok(None)
 }
@@ -284,22 +282,21 @@ async fn send_streamed(
 /// Writes `bytes`, returning the target's final answer instead if it comes first.
 async fn write_unless_answered(
     conn: &mut Conn,
-    mut bytes: &[u8],
+    mut bytes: impl Buf,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, SendError> {
     loop {
         match conn
-            .write_unless_target_speaks(bytes)
+            .write_unless_target_speaks(&mut bytes)
             .await
             .map_err(SendError::Io)?
         {
             Written::All => return Ok(None),
             Written::TargetClosed => return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Written::TargetSpoke { written } => {
+            Written::TargetSpoke => {
                 if let Some(head) = head::parse(&mut conn.buf, head_request)? {
                     return Ok(Some(head));
                 }
-                bytes = &bytes[written..];
             }
         }
     }
