@@ -22,6 +22,8 @@ pub enum StorageOpenError {
     WrongNode { stored: NodeId, configured: NodeId },
     #[error("RocksDB read failed: {0}")]
     Read(#[from] rocksdb::Error),
+    #[error("the stored snapshot is unreadable: {0}")]
+    Snapshot(#[from] crate::snapshot_file::SnapshotFileError),
     #[error("cannot record the node id: {0}")]
     Record(String),
 }

@@ -8,18 +8,15 @@ use cluster::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership}
 use cluster::{apply_proposal, wire, Outcome, Proposal, State, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
-use rocksdb::{IngestExternalFileOptions, SstFileWriter, DB};
+use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
 use crate::applied_index::AppliedIndex;
 use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
 use crate::error::{io_error, StorageOpenError};
 use crate::offload::offload;
+use crate::snapshot_file::SnapshotFile;
 use crate::snapshot_pacing::SnapshotPacing;
-
-/// The table file a snapshot is written to before it is ingested (and moved) into the store;
-/// only ever one at a time, under the snapshot writers' lock.
-const INCOMING_SNAPSHOT_FILE: &str = "incoming-snapshot.sst";
 
 /// The applied state with the log position it reflects.
 #[derive(Debug, Default, Clone)]
@@ -81,7 +78,8 @@ pub trait ApplyObserver: Send + Sync + 'static {
     fn replaced(&self, state: &State);
 }
 
-/// A persisted snapshot: its metadata and the encoded [`State`].
+/// A snapshot as earlier versions stored it, as one RocksDB value: its metadata and the
+/// encoded [`State`]. Read when a data directory has no snapshot file yet.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
@@ -95,6 +93,7 @@ struct StoredSnapshot {
 /// The openraft state machine over [`SharedState`], snapshotting into RocksDB.
 pub struct StateMachineStore {
     db: Arc<DB>,
+    file: SnapshotFile,
     shared: SharedState,
     snapshot_seq: Arc<AtomicU64>,
     /// Serialises snapshot writes (background builds and installs).
@@ -110,8 +109,9 @@ impl StateMachineStore {
     /// `log_bytes` is the log the store holds, which counts as written since the snapshot.
     pub(crate) fn restore(db: Arc<DB>, log_bytes: u64) -> Result<Self, StorageOpenError> {
         let shared = SharedState::default();
+        let file = SnapshotFile::in_dir(db.path());
         let mut restored_bytes = 0;
-        if let Some(snapshot) = load_snapshot(&db)? {
+        if let Some(snapshot) = load_snapshot(&db, &file)? {
             restored_bytes = snapshot.data.len() as u64;
             let state = decode_state(&snapshot.data).map_err(|source| StorageOpenError::Corrupt {
                 what: "snapshot state",
@@ -125,6 +125,7 @@ impl StateMachineStore {
         }
         Ok(Self {
             db,
+            file,
             shared,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshot_writers: Arc::new(Mutex::new(())),
@@ -150,7 +151,12 @@ impl StateMachineStore {
     }
 }
 
-fn load_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, StorageOpenError> {
+/// Returns the stored snapshot: the snapshot file, or in a data directory written by an
+/// earlier version, the RocksDB value it kept the snapshot in.
+fn load_snapshot(db: &DB, file: &SnapshotFile) -> Result<Option<StoredSnapshot>, StorageOpenError> {
+    if let Some((meta, data)) = file.read()? {
+        return Ok(Some(StoredSnapshot { meta, data }));
+    }
     let Some(bytes) = db.get_cf(cf(db, CF_SM), SNAPSHOT_KEY)? else {
         return Ok(None);
     };
@@ -168,62 +174,53 @@ fn decode_state(bytes: &[u8]) -> Result<State, wire::WireError> {
     Ok(state)
 }
 
-/// Writes a snapshot durably (metadata and data in one ingested table file), unless the
-/// stored one is already at least as recent. Snapshots are built in a background task while
-/// a newer one may be installed from the leader; without this check a late build could
-/// replace the newer snapshot on disk with one whose log tail has already been purged.
-fn persist_snapshot(db: &DB, snapshot: &StoredSnapshot, writers: &Mutex<()>) -> Result<bool, StorageError> {
+/// Writes a snapshot durably, unless the stored one is already at least as recent.
+/// Snapshots are built in a background task while a newer one may be installed from the
+/// leader; without this check a late build could replace the newer snapshot on disk with one
+/// whose log tail has already been purged.
+fn persist_snapshot(
+    db: &DB,
+    file: &SnapshotFile,
+    snapshot: &StoredSnapshot,
+    writers: &Mutex<()>,
+) -> Result<bool, StorageError> {
     let subject = ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
     let _serialised = writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let stored: Option<LogId> = db
+    let legacy_last_log = db
         .get_cf(cf(db, CF_SM), SNAPSHOT_LAST_LOG_KEY)
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+    let stored: Option<LogId> = match file
+        .read_meta()
         .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
-        .map(|bytes| wire::decode::<Option<LogId>>(&bytes))
-        .transpose()
-        .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
-        .flatten();
+    {
+        Some(meta) => meta.last_log_id,
+        None => legacy_last_log
+            .as_deref()
+            .map(wire::decode::<Option<LogId>>)
+            .transpose()
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
+            .flatten(),
+    };
     if stored.is_some() && stored >= snapshot.meta.last_log_id {
         return Ok(false);
     }
-    // The data, the metadata and a few length prefixes.
-    let capacity = snapshot.data.len() + 1024;
-    let bytes = wire::encode_with_capacity(snapshot, capacity)
+    file.write(&snapshot.meta, &snapshot.data)
         .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-    let last_log = wire::encode(&snapshot.meta.last_log_id)
-        .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-    ingest_snapshot(db, &bytes, &last_log).map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
-    Ok(true)
-}
-
-/// Stores a snapshot's data and last log id as one table file ingested into [`CF_SM`].
-///
-/// Written through the WAL, the whole state would hold up every log append queued behind it
-/// (tens of milliseconds at a few hundred thousand keys). Ingestion adds both keys at once,
-/// with the file and the manifest synced before it returns.
-fn ingest_snapshot(db: &DB, data: &[u8], last_log: &[u8]) -> Result<(), rocksdb::Error> {
-    let path = db.path().join(INCOMING_SNAPSHOT_FILE);
-    let ingested = (|| {
-        let options = rocksdb::Options::default();
-        let mut writer = SstFileWriter::create(&options);
-        writer.open(&path)?;
-        // A table file takes its keys in order: "snapshot" sorts before "snapshot_last_log".
-        writer.put(SNAPSHOT_KEY, data)?;
-        writer.put(SNAPSHOT_LAST_LOG_KEY, last_log)?;
-        writer.finish()?;
-        let mut ingest = IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        db.ingest_external_file_cf_opts(cf(db, CF_SM), &ingest, vec![&path])
-    })();
-    if ingested.is_err() {
-        // Whatever was written of the file is of no use; a success moved it away.
-        let _ = std::fs::remove_file(&path);
+    if legacy_last_log.is_some() {
+        // The file supersedes the value an earlier version stored; free its space.
+        let sm = cf(db, CF_SM);
+        for key in [SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY] {
+            db.delete_cf(sm, key)
+                .map_err(|e| io_error(subject.clone(), ErrorVerb::Delete, e))?;
+        }
     }
-    ingested
+    Ok(true)
 }
 
 /// Builds snapshots from a copy of the state taken when the builder was created.
 pub struct SnapshotBuilder {
     db: Arc<DB>,
+    file: SnapshotFile,
     copy: AppliedState,
     seq: u64,
     writers: Arc<Mutex<()>>,
@@ -256,7 +253,7 @@ impl SnapshotBuilder {
             snapshot_id,
         };
         let stored = StoredSnapshot { meta, data };
-        if persist_snapshot(&self.db, &stored, &self.writers)? {
+        if persist_snapshot(&self.db, &self.file, &stored, &self.writers)? {
             self.pacing
                 .snapshot_stored(self.log_mark, stored.data.len() as u64);
             tracing::info!(
@@ -325,6 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
+            file: self.file.clone(),
             // The copy shares the records but still walks every key (tens of milliseconds
             // at a few hundred thousand): off the Raft thread.
             copy: offload(|| {
@@ -355,7 +353,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored = load_snapshot(&self.db)
+        let stored = offload(|| load_snapshot(&self.db, &self.file))
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
@@ -373,6 +371,7 @@ impl StateMachineStore {
         let bytes = data.len() as u64;
         let stored = persist_snapshot(
             &self.db,
+            &self.file,
             &StoredSnapshot {
                 meta: meta.clone(),
                 data,

@@ -74,10 +74,8 @@ mod restart {
             let mut builder = sm.get_snapshot_builder().await;
             builder.build_snapshot().await.expect("snapshot");
             assert!(
-                !dir.path()
-                    .join(crate::state_machine::INCOMING_SNAPSHOT_FILE)
-                    .exists(),
-                "the snapshot's table file was moved into the store"
+                dir.path().join("state.snapshot").exists(),
+                "the snapshot is a file in the store's directory"
             );
             log.save_committed(Some(log_id(6))).await.expect("committed");
             log.purge(log_id(3)).await.expect("purge");
@@ -165,6 +163,71 @@ mod restart {
         let (_log, mut reopened) = open(dir.path()).expect("reopen");
         let (applied, _) = reopened.applied_state().await.expect("applied");
         assert_eq!(applied, Some(log_id(6)));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stored_by_an_earlier_version_restores_and_gives_way_to_the_file() {
+        use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
+        use cluster::wire;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // Build a snapshot at 3, then store it the way earlier versions did: as values
+            // in the state-machine column family, with no snapshot file.
+            let (_log, mut sm) = open(dir.path()).expect("open");
+            sm.apply((1..=3).map(create).collect::<Vec<_>>())
+                .await
+                .expect("apply");
+            let built = sm
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .expect("build");
+            std::fs::remove_file(dir.path().join("state.snapshot")).expect("remove file");
+            let legacy = super::super::StoredSnapshot {
+                meta: built.meta.clone(),
+                data: built.snapshot.into_inner(),
+            };
+            let db = &sm.db;
+            db.put_cf(cf(db, CF_SM), SNAPSHOT_KEY, wire::encode(&legacy).expect("encode"))
+                .expect("put");
+            db.put_cf(
+                cf(db, CF_SM),
+                SNAPSHOT_LAST_LOG_KEY,
+                wire::encode(&built.meta.last_log_id).expect("encode"),
+            )
+            .expect("put");
+        }
+        let (_log, mut sm) = open(dir.path()).expect("reopen");
+        let (applied, _) = sm.applied_state().await.expect("applied");
+        assert_eq!(applied, Some(log_id(3)), "restored from the stored value");
+
+        // A build no newer than the stored value is refused; a newer one replaces it.
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        assert!(!dir.path().join("state.snapshot").exists());
+        sm.apply(vec![create(4)]).await.expect("apply");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        assert!(dir.path().join("state.snapshot").exists());
+        let db = &sm.db;
+        assert!(
+            db.get_cf(cf(db, CF_SM), SNAPSHOT_KEY).expect("get").is_none(),
+            "the earlier version's value is removed"
+        );
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id, Some(log_id(4)));
     }
 
     #[tokio::test]
