@@ -122,8 +122,7 @@ impl SnapshotFile {
         }
         let mut meta = vec![0; header.meta_len as usize];
         file.read_exact(&mut meta).map_err(truncated)?;
-        let data_len =
-            usize::try_from(header.data_len).map_err(|_| SnapshotFileError::BadLength("data"))?;
+        let data_len = usize::try_from(header.data_len).map_err(|_| SnapshotFileError::BadLength("data"))?;
         let mut data = vec![0; data_len];
         file.read_exact(&mut data).map_err(truncated)?;
         let mut checksum = crc32fast::Hasher::new();

@@ -9,12 +9,13 @@
 //! come out); a snapshot installed or the keys rebuilt as a whole get a new map, swapped in
 //! with the view.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cluster::model::SecretHash;
 use cluster::{Command, KeyRecord, KeyStatus, MeterId, Proposal, StalePolicy, State, Subject, Unit};
+use rustc_hash::FxHashMap;
 use storage::ApplyObserver;
 
 use super::jwt::jwks::JwksRegistry;
@@ -90,8 +91,9 @@ pub struct View {
 /// Bookkeeping only the writer (the state machine's apply) touches.
 #[derive(Debug, Default)]
 struct WriterSide {
-    hashes_by_key: HashMap<String, Vec<SecretHash>>,
-    usage_by_key: HashMap<String, Arc<UsageCell>>,
+    /// Keyed by key ids, which the cluster generates, so Fx (cheaper than SipHash) is safe.
+    hashes_by_key: FxHashMap<String, Vec<SecretHash>>,
+    usage_by_key: FxHashMap<String, Arc<UsageCell>>,
     /// When each key next changes by itself (an active key's expiry, a rotated-out
     /// secret's end of grace), so that an expiry sweep refreshes the keys it changed rather
     /// than every key. May hold stale entries; they cost one needless refresh.

@@ -190,8 +190,12 @@ mod restart {
                 data: built.snapshot.into_inner(),
             };
             let db = &sm.db;
-            db.put_cf(cf(db, CF_SM), SNAPSHOT_KEY, wire::encode(&legacy).expect("encode"))
-                .expect("put");
+            db.put_cf(
+                cf(db, CF_SM),
+                SNAPSHOT_KEY,
+                wire::encode(&legacy).expect("encode"),
+            )
+            .expect("put");
             db.put_cf(
                 cf(db, CF_SM),
                 SNAPSHOT_LAST_LOG_KEY,
