@@ -117,6 +117,7 @@ fn leader_sigkill_elects_a_new_leader_and_loses_no_acknowledged_write() {
     cluster.node_mut(old_leader).kill();
     let new_leader = cluster.wait_for_leader(Duration::from_secs(10));
     let failover = killed_at.elapsed();
+    eprintln!("new leader after {failover:?}");
     assert_ne!(new_leader, old_leader);
     assert!(failover < Duration::from_secs(3), "new leader took {failover:?}");
 

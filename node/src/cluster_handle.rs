@@ -4,11 +4,13 @@
 //! - this file: start-up and bootstrap, the cluster view, the write entry point;
 //! - [`routing`]: getting operations to the leader from any member;
 //! - [`leader`]: what only the leader does (proposing, read index, membership);
-//! - [`snapshot_pacer`]: when to snapshot.
+//! - [`snapshot_pacer`]: when to snapshot;
+//! - [`split_votes`]: a random hold-back after each candidacy, which openraft 0.9 lacks.
 
 mod leader;
 mod routing;
 mod snapshot_pacer;
+mod split_votes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
@@ -224,6 +226,10 @@ impl ClusterHandle {
         });
         let handle = Self { inner };
         runtime.spawn(track_leader_contact(Arc::downgrade(&handle.inner)));
+        runtime.spawn(split_votes::part_split_votes(
+            Arc::downgrade(&handle.inner),
+            config.raft.election_timeout_min,
+        ));
         runtime.spawn(snapshot_pacer::pace_snapshots(
             Arc::downgrade(&handle.inner),
             pacing,
