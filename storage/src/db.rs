@@ -87,7 +87,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageOpenErro
     wal_warmup::warm_up(&db).map_err(opened)?;
     let db = Arc::new(db);
     let log_bytes = log_bytes_on_disk(&db);
-    let state_machine = StateMachineStore::restore(db.clone(), log_bytes)?;
+    let state_machine = StateMachineStore::restore(&db, log_bytes)?;
     let log_store = LogStore::new(db, state_machine.pacing());
     Ok((log_store, state_machine))
 }

@@ -90,9 +90,8 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// The openraft state machine over [`SharedState`], snapshotting into RocksDB.
+/// The openraft state machine over [`SharedState`], snapshotting into [`SnapshotFile`].
 pub struct StateMachineStore {
-    db: Arc<DB>,
     file: SnapshotFile,
     shared: SharedState,
     snapshot_seq: Arc<AtomicU64>,
@@ -107,11 +106,12 @@ impl StateMachineStore {
     /// Opens the state machine, restoring the last snapshot if there is one; openraft then
     /// replays committed log entries after it.
     /// `log_bytes` is the log the store holds, which counts as written since the snapshot.
-    pub(crate) fn restore(db: Arc<DB>, log_bytes: u64) -> Result<Self, StorageOpenError> {
+    pub(crate) fn restore(db: &DB, log_bytes: u64) -> Result<Self, StorageOpenError> {
         let shared = SharedState::default();
         let file = SnapshotFile::in_dir(db.path());
+        migrate_legacy_snapshot(db, &file)?;
         let mut restored_bytes = 0;
-        if let Some(snapshot) = load_snapshot(&db, &file)? {
+        if let Some(snapshot) = load_snapshot(&file)? {
             restored_bytes = snapshot.data.len() as u64;
             let state = decode_state(&snapshot.data).map_err(|source| StorageOpenError::Corrupt {
                 what: "snapshot state",
@@ -124,7 +124,6 @@ impl StateMachineStore {
             });
         }
         Ok(Self {
-            db,
             file,
             shared,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
@@ -151,21 +150,32 @@ impl StateMachineStore {
     }
 }
 
-/// Returns the stored snapshot: the snapshot file, or in a data directory written by an
-/// earlier version, the RocksDB value it kept the snapshot in.
-fn load_snapshot(db: &DB, file: &SnapshotFile) -> Result<Option<StoredSnapshot>, StorageOpenError> {
-    if let Some((meta, data)) = file.read()? {
-        return Ok(Some(StoredSnapshot { meta, data }));
-    }
-    let Some(bytes) = db.get_cf(cf(db, CF_SM), SNAPSHOT_KEY)? else {
-        return Ok(None);
+/// Returns the stored snapshot from the snapshot file.
+fn load_snapshot(file: &SnapshotFile) -> Result<Option<StoredSnapshot>, StorageOpenError> {
+    Ok(file.read()?.map(|(meta, data)| StoredSnapshot { meta, data }))
+}
+
+/// Moves a snapshot that an earlier version kept as a RocksDB value into the snapshot file,
+/// once, on open; the file is written (and synced) before the value is deleted.
+fn migrate_legacy_snapshot(db: &DB, file: &SnapshotFile) -> Result<(), StorageOpenError> {
+    let sm = cf(db, CF_SM);
+    let Some(bytes) = db.get_cf(sm, SNAPSHOT_KEY)? else {
+        return Ok(());
     };
-    wire::decode_large(&bytes)
-        .map(Some)
-        .map_err(|source| StorageOpenError::Corrupt {
-            what: "snapshot",
-            source,
-        })
+    let legacy: StoredSnapshot = wire::decode_large(&bytes).map_err(|source| StorageOpenError::Corrupt {
+        what: "snapshot",
+        source,
+    })?;
+    let newer_file = file
+        .read_meta()?
+        .is_some_and(|meta| meta.last_log_id >= legacy.meta.last_log_id);
+    if !newer_file {
+        file.write(&legacy.meta, &legacy.data)?;
+    }
+    for key in [SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY] {
+        db.delete_cf(sm, key)?;
+    }
+    Ok(())
 }
 
 fn decode_state(bytes: &[u8]) -> Result<State, wire::WireError> {
@@ -179,47 +189,26 @@ fn decode_state(bytes: &[u8]) -> Result<State, wire::WireError> {
 /// leader; without this check a late build could replace the newer snapshot on disk with one
 /// whose log tail has already been purged.
 fn persist_snapshot(
-    db: &DB,
     file: &SnapshotFile,
     snapshot: &StoredSnapshot,
     writers: &Mutex<()>,
 ) -> Result<bool, StorageError> {
     let subject = ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
     let _serialised = writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let legacy_last_log = db
-        .get_cf(cf(db, CF_SM), SNAPSHOT_LAST_LOG_KEY)
-        .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
-    let stored: Option<LogId> = match file
+    let stored = file
         .read_meta()
         .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
-    {
-        Some(meta) => meta.last_log_id,
-        None => legacy_last_log
-            .as_deref()
-            .map(wire::decode::<Option<LogId>>)
-            .transpose()
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?
-            .flatten(),
-    };
+        .and_then(|meta| meta.last_log_id);
     if stored.is_some() && stored >= snapshot.meta.last_log_id {
         return Ok(false);
     }
     file.write(&snapshot.meta, &snapshot.data)
-        .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-    if legacy_last_log.is_some() {
-        // The file supersedes the value an earlier version stored; free its space.
-        let sm = cf(db, CF_SM);
-        for key in [SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY] {
-            db.delete_cf(sm, key)
-                .map_err(|e| io_error(subject.clone(), ErrorVerb::Delete, e))?;
-        }
-    }
+        .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
     Ok(true)
 }
 
 /// Builds snapshots from a copy of the state taken when the builder was created.
 pub struct SnapshotBuilder {
-    db: Arc<DB>,
     file: SnapshotFile,
     copy: AppliedState,
     seq: u64,
@@ -253,7 +242,7 @@ impl SnapshotBuilder {
             snapshot_id,
         };
         let stored = StoredSnapshot { meta, data };
-        if persist_snapshot(&self.db, &self.file, &stored, &self.writers)? {
+        if persist_snapshot(&self.file, &stored, &self.writers)? {
             self.pacing
                 .snapshot_stored(self.log_mark, stored.data.len() as u64);
             tracing::info!(
@@ -321,7 +310,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
-            db: self.db.clone(),
             file: self.file.clone(),
             // The copy shares the records but still walks every key (tens of milliseconds
             // at a few hundred thousand): off the Raft thread.
@@ -353,7 +341,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored = offload(|| load_snapshot(&self.db, &self.file))
+        let stored = offload(|| load_snapshot(&self.file))
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
@@ -370,7 +358,6 @@ impl StateMachineStore {
         let log_mark = self.pacing.snapshot_begins();
         let bytes = data.len() as u64;
         let stored = persist_snapshot(
-            &self.db,
             &self.file,
             &StoredSnapshot {
                 meta: meta.clone(),

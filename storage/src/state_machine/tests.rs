@@ -71,8 +71,7 @@ mod restart {
             sm.apply(entries[..4].to_vec()).await.expect("apply");
             let applied = sm.shared().applied_index().is_applied(4);
             assert!(applied && !sm.shared().applied_index().is_applied(5));
-            let mut builder = sm.get_snapshot_builder().await;
-            builder.build_snapshot().await.expect("snapshot");
+            build(&mut sm).await;
             assert!(
                 dir.path().join("state.snapshot").exists(),
                 "the snapshot is a file in the store's directory"
@@ -128,12 +127,7 @@ mod restart {
             .apply((1..=6).map(create).collect::<Vec<_>>())
             .await
             .expect("apply");
-        let installed = newer
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        let installed = build(&mut newer).await;
         let waiter = tokio::spawn({
             let shared = sm.shared();
             async move {
@@ -165,6 +159,15 @@ mod restart {
         assert_eq!(applied, Some(log_id(6)));
     }
 
+    /// Builds and stores a snapshot of `sm`'s current state.
+    async fn build(sm: &mut crate::StateMachineStore) -> openraft::storage::Snapshot<cluster::TypeConfig> {
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build")
+    }
+
     #[tokio::test]
     async fn a_snapshot_stored_by_an_earlier_version_restores_and_gives_way_to_the_file() {
         use crate::db::{cf, CF_SM, SNAPSHOT_KEY, SNAPSHOT_LAST_LOG_KEY};
@@ -174,22 +177,17 @@ mod restart {
         {
             // Build a snapshot at 3, then store it the way earlier versions did: as values
             // in the state-machine column family, with no snapshot file.
-            let (_log, mut sm) = open(dir.path()).expect("open");
+            let (log, mut sm) = open(dir.path()).expect("open");
             sm.apply((1..=3).map(create).collect::<Vec<_>>())
                 .await
                 .expect("apply");
-            let built = sm
-                .get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .expect("build");
+            let built = build(&mut sm).await;
             std::fs::remove_file(dir.path().join("state.snapshot")).expect("remove file");
             let legacy = super::super::StoredSnapshot {
                 meta: built.meta.clone(),
                 data: built.snapshot.into_inner(),
             };
-            let db = &sm.db;
+            let db = log.db();
             db.put_cf(
                 cf(db, CF_SM),
                 SNAPSHOT_KEY,
@@ -203,29 +201,19 @@ mod restart {
             )
             .expect("put");
         }
-        let (_log, mut sm) = open(dir.path()).expect("reopen");
+        let (log, mut sm) = open(dir.path()).expect("reopen");
         let (applied, _) = sm.applied_state().await.expect("applied");
         assert_eq!(applied, Some(log_id(3)), "restored from the stored value");
-
-        // A build no newer than the stored value is refused; a newer one replaces it.
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
-        assert!(!dir.path().join("state.snapshot").exists());
-        sm.apply(vec![create(4)]).await.expect("apply");
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
-        assert!(dir.path().join("state.snapshot").exists());
-        let db = &sm.db;
+        assert!(dir.path().join("state.snapshot").exists(), "moved into the file");
+        let db = log.db();
         assert!(
             db.get_cf(cf(db, CF_SM), SNAPSHOT_KEY).expect("get").is_none(),
             "the earlier version's value is removed"
         );
+
+        // The moved snapshot counts as stored: a newer one replaces it.
+        sm.apply(vec![create(4)]).await.expect("apply");
+        build(&mut sm).await;
         let current = sm
             .get_current_snapshot()
             .await
