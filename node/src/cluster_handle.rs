@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 
 use crate::config::{Bootstrap, NodeConfig};
 pub use crate::proposer::Written;
-use crate::proposer::{propose_to_raft, BatchError, Batcher};
+use crate::proposer::{propose_to_raft, BatchError, Batcher, FORWARDS_IN_FLIGHT, PROPOSALS_IN_FLIGHT};
 use crate::raft_runtime::RaftRuntime;
 
 /// How long a client operation may wait for a leader before giving up.
@@ -202,13 +202,13 @@ impl ClusterHandle {
 
         let proposer = {
             let raft = raft.clone();
-            Batcher::start(&runtime, move |commands| {
+            Batcher::start(&runtime, PROPOSALS_IN_FLIGHT, move |commands| {
                 propose_to_raft(raft.clone(), commands, COMMIT_TIMEOUT)
             })
         };
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
-            let forwarder = Batcher::start(&runtime, move |commands| {
+            let forwarder = Batcher::start(&runtime, FORWARDS_IN_FLIGHT, move |commands| {
                 routing::forward_batch(weak.clone(), commands)
             });
             Inner {
