@@ -207,37 +207,48 @@ mod tests {
         }
     }
 
+    /// A commit function that records each batch's size, holds the first batch until
+    /// `release` is notified, and answers every command.
+    fn holding_the_first(
+        sizes: Arc<Mutex<Vec<usize>>>,
+        release: Arc<Notify>,
+    ) -> impl Fn(Vec<Command>) -> futures::future::BoxFuture<'static, Vec<Result<Written, ForwardError>>>
+           + Send
+           + Sync
+           + 'static {
+        move |commands| {
+            let (sizes, release) = (sizes.clone(), release.clone());
+            Box::pin(async move {
+                let first = {
+                    let mut sizes = sizes.lock().expect("sizes");
+                    sizes.push(commands.len());
+                    sizes.len() == 1
+                };
+                if first {
+                    release.notified().await;
+                }
+                let answer = || {
+                    Ok(Written {
+                        response: Response::Empty,
+                        log_index: 1,
+                    })
+                };
+                commands.iter().map(|_| answer()).collect()
+            })
+        }
+    }
+
     /// Submits one write, holds its commit until `later` more writes have queued behind it,
     /// then lets everything commit. Returns the sizes of the batches that had left when the
     /// first was released, and of all of them, in the order they left.
     async fn batch_sizes(max_in_flight: usize, later: usize) -> (Vec<usize>, Vec<usize>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let release = Arc::new(Notify::new());
-        let batcher: Batcher<ForwardError> = {
-            let (sizes, release) = (sizes.clone(), release.clone());
-            Batcher::start(&Handle::current(), max_in_flight, move |commands: Vec<Command>| {
-                let (sizes, release) = (sizes.clone(), release.clone());
-                async move {
-                    let first = {
-                        let mut sizes = sizes.lock().expect("sizes");
-                        sizes.push(commands.len());
-                        sizes.len() == 1
-                    };
-                    if first {
-                        release.notified().await;
-                    }
-                    commands
-                        .iter()
-                        .map(|_| {
-                            Ok(Written {
-                                response: Response::Empty,
-                                log_index: 1,
-                            })
-                        })
-                        .collect()
-                }
-            })
-        };
+        let batcher: Batcher<ForwardError> = Batcher::start(
+            &Handle::current(),
+            max_in_flight,
+            holding_the_first(sizes.clone(), release.clone()),
+        );
         let mut writes = vec![tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.submit(revoke("first")).await }
@@ -247,7 +258,9 @@ mod tests {
         }
         for i in 0..later {
             let batcher = batcher.clone();
-            writes.push(tokio::spawn(async move { batcher.submit(revoke(&i.to_string())).await }));
+            writes.push(tokio::spawn(async move {
+                batcher.submit(revoke(&i.to_string())).await
+            }));
         }
         // Let the later writes queue (and, with room, start committing) before the first
         // batch is released.
