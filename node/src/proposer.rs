@@ -112,7 +112,8 @@ where
     F: Fn(Vec<Command>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Vec<Result<Written, E>>> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max_in_flight));
+    // With no room at all nothing would ever commit.
+    let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
