@@ -347,16 +347,23 @@ pub async fn forward(
         caller,
         request_id,
     };
-    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    // At most `MAX_RETRIES + 1` attempts: room for all of them on the stack.
+    let mut tried_slots = [0usize; cluster::route::MAX_RETRIES as usize + 1];
+    let mut attempts = 0;
     // Stays `NoHealthyUpstream` while every target tried refused the connection: then no
     // target is up, as far as this request can tell.
     let mut last_error = ProxyError::NoHealthyUpstream;
     loop {
-        let Some((index, target)) = choose(&route.targets, &tried) else {
+        let tried = &tried_slots[..attempts];
+        let Some((index, target)) = choose(&route.targets, tried) else {
             return Err(last_error);
         };
-        tried.push(index);
-        let attempts_left = tried.len() <= route.retries as usize;
+        let Some(slot) = tried_slots.get_mut(attempts) else {
+            return Err(last_error);
+        };
+        *slot = index;
+        attempts += 1;
+        let attempts_left = attempts <= route.retries as usize;
         let (read_ahead, framing, streamed, replayable) =
             match std::mem::replace(&mut body, RequestBody::Empty) {
                 RequestBody::Empty => {

@@ -195,14 +195,15 @@ fn request_id(req: &HttpRequest) -> HeaderValue {
             return value.clone();
         }
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
-    let mut id = String::with_capacity(32);
-    for byte in raw {
-        id.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        id.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    let mut id = [0u8; 32];
+    for (pair, byte) in id.chunks_exact_mut(2).zip(raw) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 15)];
     }
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Returns the request's host without port.

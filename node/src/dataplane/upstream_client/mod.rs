@@ -217,8 +217,11 @@ async fn request(
     }
     let mut received = false;
     loop {
-        if let Some(head) = head::parse(&mut conn.buf, head_request)? {
-            return Ok(head);
+        // Nothing to parse before the first read (the buffer is empty between exchanges).
+        if !conn.buf.is_empty() {
+            if let Some(head) = head::parse(&mut conn.buf, head_request)? {
+                return Ok(head);
+            }
         }
         match conn.fill().await {
             Ok(0) if !received => return Err(Failure::Stale),
