@@ -145,36 +145,49 @@ fn parse_one(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value)
     };
-    let has_connection = connection_values().next().is_some();
     let close = listed_in_connection(connection_values(), "close");
+    // Almost every `Connection` header says only `keep-alive` or `close`; only one that
+    // names something else makes the per-header check below worth its scan.
+    let names_headers = connection_values().any(|value| {
+        value.split(|&b| b == b',').any(|token| {
+            let token = token.trim_ascii();
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+                && !token.eq_ignore_ascii_case(b"close")
+        })
+    });
     let mut content_length = None;
     let mut chunked = None;
     let mut headers = Vec::with_capacity(fields.len());
     let base = buf.as_ptr() as usize;
     for field in fields {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+        // The framing headers and `Connection`, in nearly every answer, are recognised
+        // before a `HeaderName` is made for them: only relayed headers need one.
+        let raw = field.name.as_bytes();
+        if raw.eq_ignore_ascii_case(b"content-length") {
+            let length = parse_length(field.value).ok_or(HeadError::BadLength)?;
+            if content_length.is_some_and(|earlier| earlier != length) {
+                return Err(HeadError::BadLength);
+            }
+            content_length = Some(length);
+            continue;
+        }
+        if raw.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The last coding decides; a later field overrides an earlier one.
+            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
+        }
+        if raw.eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        let Ok(name) = HeaderName::from_bytes(raw) else {
             return Err(HeadError::Malformed(httparse::Error::HeaderName));
         };
-        match name.as_str() {
-            "content-length" => {
-                let length = parse_length(field.value).ok_or(HeadError::BadLength)?;
-                if content_length.is_some_and(|earlier| earlier != length) {
-                    return Err(HeadError::BadLength);
-                }
-                content_length = Some(length);
-            }
-            "transfer-encoding" => {
-                // The last coding decides; a later field overrides an earlier one.
-                let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-            other => {
-                let listed = has_connection && listed_in_connection(connection_values(), other);
-                if !is_hop_by_hop(other) && !listed {
-                    let start = field.value.as_ptr() as usize - base;
-                    headers.push((name, start..start + field.value.len()));
-                }
-            }
+        let listed = names_headers && listed_in_connection(connection_values(), name.as_str());
+        if !is_hop_by_hop(name.as_str()) && !listed {
+            let start = field.value.as_ptr() as usize - base;
+            headers.push((name, start..start + field.value.len()));
         }
     }
     Ok(Some(Parsed {
