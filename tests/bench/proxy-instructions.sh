@@ -11,7 +11,8 @@
 # nginx, curl and python3 (Debian: valgrind nginx-light curl python3). The node runs
 # one worker with API-key authentication in front of an nginx answering a fixed body, as in
 # `cargo bench --bench proxy`; instrumentation is switched on only after the node is up and
-# a warm-up has filled the upstream pool.
+# a warm-up has filled the upstream pool. With CALLGRIND_KEEP=<dir>, the profile is copied
+# there for `callgrind_annotate`.
 set -euo pipefail
 
 binary=$(realpath "${1:-target/release/credentialflow}")
@@ -96,10 +97,14 @@ EOF
 load() { python3 "$work/load.py" "$proxy_port" "$key" "$1"; }
 
 load 500
-callgrind_control -i on "$node" > /dev/null
+callgrind_control -i on "$node" > /dev/null 2>&1
 load "$requests"
-callgrind_control -i off "$node" > /dev/null
-callgrind_control -d "$node" > /dev/null
+callgrind_control -i off "$node" > /dev/null 2>&1
+callgrind_control -d "$node" > /dev/null 2>&1
 
 instructions=$(cat "$work"/callgrind.out* | awk '/^totals:/ {sum += $2} END {print sum}')
+if [[ -n "${CALLGRIND_KEEP:-}" ]]; then
+    mkdir -p "$CALLGRIND_KEEP"
+    cp "$work"/callgrind.out* "$CALLGRIND_KEEP"/
+fi
 echo "requests $requests, instructions $instructions, per request $((instructions / requests))"
