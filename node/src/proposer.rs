@@ -254,9 +254,16 @@ mod tests {
             let batcher = batcher.clone();
             async move { batcher.submit(revoke("first")).await }
         })];
-        while sizes.lock().expect("sizes").is_empty() {
+        for _ in 0..1_000 {
+            if !sizes.lock().expect("sizes").is_empty() {
+                break;
+            }
             tokio::task::yield_now().await;
         }
+        assert!(
+            !sizes.lock().expect("sizes").is_empty(),
+            "the first write never left"
+        );
         for i in 0..later {
             let batcher = batcher.clone();
             writes.push(tokio::spawn(async move {

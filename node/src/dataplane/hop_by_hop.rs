@@ -17,14 +17,35 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// [`is_hop_by_hop`] for a field name in any case.
+fn is_hop_by_hop_token(token: &[u8]) -> bool {
+    // Longer than every hop-by-hop name.
+    let mut lower = [0u8; 20];
+    let Some(lower) = lower.get_mut(..token.len()) else {
+        return false;
+    };
+    for (to, from) in lower.iter_mut().zip(token) {
+        *to = from.to_ascii_lowercase();
+    }
+    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
+}
+
 /// Returns whether `name` (lower case) is listed in the `Connection` header `values`, that
 /// is, declared hop-by-hop by the sender.
-pub fn listed_in_connection<'a>(mut values: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
-    values.any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-    })
+pub fn listed_in_connection<'a>(values: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
+    tokens(values).any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Returns whether the `Connection` header `values` list any field that is not hop-by-hop
+/// already. Nearly every message says only `keep-alive` (or nothing): then no field needs
+/// checking against the list, which spares a scan of it for every field of the message.
+pub fn lists_end_to_end_fields<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
+    tokens(values).any(|token| !token.is_empty() && !is_hop_by_hop_token(token))
+}
+
+/// The comma-separated tokens of `Connection` header values, trimmed.
+fn tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    values.flat_map(|value| value.split(|&b| b == b',').map(<[u8]>::trim_ascii))
 }
 
 #[cfg(test)]
@@ -37,6 +58,18 @@ mod tests {
         assert!(listed_in_connection(values.into_iter(), "x-trace"));
         assert!(listed_in_connection(values.into_iter(), "close"));
         assert!(!listed_in_connection(values.into_iter(), "x-other"));
+    }
+
+    #[test]
+    fn only_a_connection_list_naming_other_fields_needs_checking() {
+        let plain: [&[u8]; 2] = [b"keep-alive", b"Keep-Alive, TE"];
+        assert!(!lists_end_to_end_fields(plain.into_iter()));
+        assert!(!lists_end_to_end_fields(std::iter::empty()));
+        let naming: [&[u8]; 1] = [b"keep-alive, X-Trace"];
+        assert!(lists_end_to_end_fields(naming.into_iter()));
+        // `close` is an option, but a field of that name would still be listed.
+        let close: [&[u8]; 1] = [b"close"];
+        assert!(lists_end_to_end_fields(close.into_iter()));
     }
 
     #[test]

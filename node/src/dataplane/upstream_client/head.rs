@@ -8,7 +8,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use bytes::{Buf, BytesMut};
 
-use crate::dataplane::hop_by_hop::{is_hop_by_hop, listed_in_connection};
+use crate::dataplane::hop_by_hop::{is_hop_by_hop, listed_in_connection, lists_end_to_end_fields};
 
 /// Longest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -146,16 +146,7 @@ fn parse_one(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
             .map(|h| h.value)
     };
     let close = listed_in_connection(connection_values(), "close");
-    // Almost every `Connection` header says only `keep-alive` or `close`; only one that
-    // names something else makes the per-header check below worth its scan.
-    let names_headers = connection_values().any(|value| {
-        value.split(|&b| b == b',').any(|token| {
-            let token = token.trim_ascii();
-            !token.is_empty()
-                && !token.eq_ignore_ascii_case(b"keep-alive")
-                && !token.eq_ignore_ascii_case(b"close")
-        })
-    });
+    let names_fields = lists_end_to_end_fields(connection_values());
     let mut content_length = None;
     let mut chunked = None;
     let mut headers = Vec::with_capacity(fields.len());
@@ -184,7 +175,7 @@ fn parse_one(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
         let Ok(name) = HeaderName::from_bytes(raw) else {
             return Err(HeadError::Malformed(httparse::Error::HeaderName));
         };
-        let listed = names_headers && listed_in_connection(connection_values(), name.as_str());
+        let listed = names_fields && listed_in_connection(connection_values(), name.as_str());
         if !is_hop_by_hop(name.as_str()) && !listed {
             let start = field.value.as_ptr() as usize - base;
             headers.push((name, start..start + field.value.len()));
@@ -340,6 +331,19 @@ mod tests {
         let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["x-end"]);
         assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn a_field_named_by_a_closing_connection_is_dropped_too() {
+        let head = parse_all(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nClose: 1\r\nX-End: 2\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .expect("valid")
+        .expect("complete");
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-end"]);
+        assert!(!head.keep_alive);
     }
 
     #[test]
