@@ -8,12 +8,16 @@
 //! Run: `cargo bench -p credentialflow --bench admin_writes`
 //! Needs `etcd` on the PATH (Debian: `apt-get install etcd-server`). Options via env:
 //! `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONCURRENCY` (default "1,64"),
-//! `BENCH_ROUNDS` (interleaved rounds per row, default 2).
+//! `BENCH_ROUNDS` (interleaved rounds per row, default 2). With one client among the
+//! levels, it ends with the one-client floor of this design on this machine
+//! (`write_floor.rs`).
 
 #[path = "closed_loop.rs"]
 mod closed_loop;
 #[path = "../support/mod.rs"]
 mod support;
+#[path = "write_floor.rs"]
+mod write_floor;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -127,6 +131,19 @@ fn row(system: &str, target: &str, concurrency: usize, m: &Measurement) {
     );
 }
 
+/// Creates key `seq`, with a metadata field of `padding`.
+fn key_creation(padding: &str) -> Compose {
+    let padding = padding.to_owned();
+    Arc::new(move |seq, port, request| {
+        let mut body = Vec::with_capacity(256);
+        let _ = write!(
+            body,
+            r#"{{"name":"bench-{seq}","metadata":{{"pad":"{padding}"}}}}"#
+        );
+        post_json(request, port, "/v1/keys", Some(support::TOKEN), &body);
+    })
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -170,6 +187,7 @@ fn main() {
     println!("| system         | sent to   | conc | requests | errors |    req/s   | p50 ms   | p99 ms   |");
     println!("|----------------|-----------|------|----------|--------|------------|----------|----------|");
     let mut ratios = Vec::new();
+    let mut etcd_one_client_leader_rps = None;
     for &concurrency in &levels {
         for (target, spread) in [("leader", false), ("any node", true)] {
             let ports = if spread {
@@ -177,12 +195,7 @@ fn main() {
             } else {
                 vec![leader_port]
             };
-            let meta = padding.clone();
-            let credentialflow: Compose = Arc::new(move |seq, port, request| {
-                let mut body = Vec::with_capacity(256);
-                let _ = write!(body, r#"{{"name":"bench-{seq}","metadata":{{"pad":"{meta}"}}}}"#);
-                post_json(request, port, "/v1/keys", Some(support::TOKEN), &body);
-            });
+            let credentialflow = key_creation(&padding);
             let cf_ports = ports;
             let etcd_target_ports = if spread {
                 etcd_ports.clone()
@@ -226,6 +239,9 @@ fn main() {
             }
             let et = Measurement::pooled(etcd_rounds);
             row("etcd", target, concurrency, &et);
+            if concurrency == 1 && !spread {
+                etcd_one_client_leader_rps = Some(et.throughput());
+            }
             ratios.push((
                 concurrency,
                 target,
@@ -241,6 +257,19 @@ fn main() {
         println!(
             "| {concurrency:>4} | {target:<9} | {ratio:>29.2}x | {cf_p99:>8.2} ms vs {et_p99:>6.2} ms |"
         );
+    }
+    if levels.contains(&1) {
+        let one_node = Cluster::start(1, &["--log", &node_log]);
+        let one_node_port = one_node
+            .node(one_node.wait_for_leader(Duration::from_secs(30)))
+            .admin_port;
+        write_floor::WriteFloor::measure(
+            leader_port,
+            etcd_root.path(),
+            one_node_port,
+            key_creation(&padding),
+        )
+        .print(etcd_one_client_leader_rps);
     }
     if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
         for node in &cluster.nodes {
