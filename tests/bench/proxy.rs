@@ -7,6 +7,12 @@
 //! and each side's defaults (one worker per core). Then the latency the gateway adds over a
 //! direct call to the upstream, both driven at half the gateway's measured throughput.
 //!
+//! Each pairing also measures a third system: nginx configured to do the gateway's
+//! forwarding work short of authentication (the credential withheld, `X-Forwarded-*`, the
+//! key id, a request id both ways), which shows what those headers cost the proxy, the
+//! upstream and the load generator on the shared cores. The target ratio is against the
+//! plain `proxy_pass`.
+//!
 //! Run: `cargo bench -p credentialflow --bench proxy`
 //! Needs `nginx` and `wrk` on the PATH (Debian: `apt-get install nginx-light wrk`).
 //! Options via env: `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONNECTIONS`
@@ -22,6 +28,24 @@ use std::time::Duration;
 use common::{env_or, mean, require_tools, row, wait_http, wrk, Nginx};
 use serde_json::json;
 use support::{create_key_with, free_port, wait_for, Cluster};
+
+/// An nginx server that forwards as the gateway does, without authenticating: the client's
+/// credential withheld, `X-Forwarded-For` (appended to), `-Proto` and `-Host`, the key's
+/// id, and a request id (kept if sent, else made) upstream and back to the client.
+fn like_for_like(upstream_port: u16, listen_port: u16, key_id: &str) -> String {
+    format!(
+        "  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}\n\
+         map $http_x_request_id $forwarded_request_id {{ \"\" $request_id; default $http_x_request_id; }}\n\
+         server {{ listen 127.0.0.1:{listen_port};\n\
+           location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+             proxy_set_header Authorization \"\"; proxy_set_header X-API-Key \"\";\n\
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+             proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host;\n\
+             proxy_set_header X-Request-Id $forwarded_request_id;\n\
+             proxy_set_header X-Credentialflow-Key-Id \"{key_id}\";\n\
+             add_header X-Request-Id $forwarded_request_id; }} }}"
+    )
+}
 
 fn main() {
     require_tools();
@@ -84,33 +108,51 @@ fn main() {
         let node = cluster.node(1);
         let route = json!({ "path_prefix": "/", "auth": "api_key", "upstreams": [{ "url": upstream }] });
         assert_eq!(node.put("/v1/routes/bench", &route).expect("admin").status, 201);
-        let (_, key) = create_key_with(node, json!({}));
+        let (key_id, key) = create_key_with(node, json!({}));
         let gateway_url = node.proxy_url("/bench");
+        let like_port = free_port();
+        let like = Nginx::start(
+            root.path(),
+            &format!("proxy-like-{label}"),
+            &nginx_workers,
+            &like_for_like(upstream_port, like_port, &key_id),
+        );
+        let like_url = format!("http://127.0.0.1:{like_port}/bench");
+        wait_http(&like_url);
         wait_for(Duration::from_secs(10), "the gateway to serve", || {
             node.proxy_get("/bench", Some(&key)).filter(|a| a.status == 200)
         });
 
         // Warm both up, then interleave the measured rounds.
         wrk(&nginx_url, &key, connections, 2, None, root.path());
+        wrk(&like_url, &key, connections, 2, None, root.path());
         wrk(&gateway_url, &key, connections, 2, None, root.path());
         let mut nginx_runs = Vec::new();
+        let mut like_runs = Vec::new();
         let mut gateway_runs = Vec::new();
         for _ in 0..rounds {
             nginx_runs.push(wrk(&nginx_url, &key, connections, seconds, None, root.path()));
+            like_runs.push(wrk(&like_url, &key, connections, seconds, None, root.path()));
             gateway_runs.push(wrk(&gateway_url, &key, connections, seconds, None, root.path()));
         }
-        let (nginx_run, gateway_run) = (mean(&nginx_runs), mean(&gateway_runs));
+        let (nginx_run, like_run, gateway_run) = (mean(&nginx_runs), mean(&like_runs), mean(&gateway_runs));
         let workers = if label == "1" {
             "1".to_owned()
         } else {
             format!("{cores}")
         };
         row("nginx 1.22 proxy_pass (no auth)", &workers, &nginx_run);
+        row("nginx 1.22, the gateway's headers", &workers, &like_run);
         row("credentialflow (API-key auth)", &workers, &gateway_run);
         println!(
             "|   ratio credentialflow / nginx       |         | {:>9.2}x |          |          |        |",
             gateway_run.requests_per_sec / nginx_run.requests_per_sec
         );
+        println!(
+            "|   ratio to nginx with its headers    |         | {:>9.2}x |          |          |        |",
+            gateway_run.requests_per_sec / like_run.requests_per_sec
+        );
+        drop(like);
         drop(nginx);
         if gateway_workers.is_none() {
             gateway_default_rate = gateway_run.requests_per_sec;
