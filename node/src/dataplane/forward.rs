@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::auth::X_API_KEY;
 use super::error::ProxyError;
-use super::hop_by_hop::{is_hop_by_hop, listed_in_connection, lists_end_to_end_fields};
+use super::hop_by_hop::{is_hop_by_hop, HopByHop};
 use super::idle::IdleTimeout;
 use super::jwt::{JwtVerifier, Verified};
 use super::read_model::KeyAuth;
@@ -201,8 +201,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         out.extend_from_slice(req.query_string().as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection = || incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes);
-    let names_fields = lists_end_to_end_fields(connection());
+    let hop_by_hop = HopByHop::new(|| incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes));
     let strip_credentials = caller.is_some();
     for (name, value) in incoming {
         let name = name.as_str();
@@ -223,8 +222,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         // client sends anyway (SDKs attach it to every call) is removed all the same.
         let credential = (name == "authorization" || name == X_API_KEY)
             && (strip_credentials || is_gateway_key(value.as_bytes()));
-        let listed = names_fields && listed_in_connection(connection(), name);
-        if owned_by_gateway || credential || is_hop_by_hop(name) || listed {
+        if owned_by_gateway || credential || hop_by_hop.drops(name) {
             continue;
         }
         write_header(&mut out, name, value.as_bytes());

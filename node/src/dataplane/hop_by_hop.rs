@@ -36,11 +36,30 @@ pub fn listed_in_connection<'a>(values: impl Iterator<Item = &'a [u8]>, name: &s
     tokens(values).any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
 }
 
-/// Returns whether the `Connection` header `values` list any field that is not hop-by-hop
-/// already. Nearly every message says only `keep-alive` (or nothing): then no field needs
-/// checking against the list, which spares a scan of it for every field of the message.
-pub fn lists_end_to_end_fields<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
-    tokens(values).any(|token| !token.is_empty() && !is_hop_by_hop_token(token))
+/// Which of a message's fields stay on this hop: the hop-by-hop ones, and those its
+/// `Connection` header values (read afresh through `values`) list.
+pub struct HopByHop<F> {
+    values: F,
+    /// Whether the list names any field that is not hop-by-hop already. Nearly every message
+    /// says only `keep-alive` (or nothing): then no field needs checking against the list,
+    /// which spares a scan of it for every field of the message.
+    names_fields: bool,
+}
+
+impl<'a, F, I> HopByHop<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = &'a [u8]>,
+{
+    pub fn new(values: F) -> Self {
+        let names_fields = tokens(values()).any(|token| !token.is_empty() && !is_hop_by_hop_token(token));
+        Self { values, names_fields }
+    }
+
+    /// Returns whether the field `name` (lower case) must not be relayed.
+    pub fn drops(&self, name: &str) -> bool {
+        is_hop_by_hop(name) || (self.names_fields && listed_in_connection((self.values)(), name))
+    }
 }
 
 /// The comma-separated tokens of `Connection` header values, trimmed.
@@ -62,14 +81,26 @@ mod tests {
 
     #[test]
     fn only_a_connection_list_naming_other_fields_needs_checking() {
-        let plain: [&[u8]; 2] = [b"keep-alive", b"Keep-Alive, TE"];
-        assert!(!lists_end_to_end_fields(plain.into_iter()));
-        assert!(!lists_end_to_end_fields(std::iter::empty()));
-        let naming: [&[u8]; 1] = [b"keep-alive, X-Trace"];
-        assert!(lists_end_to_end_fields(naming.into_iter()));
+        let names_fields = |values: &[&[u8]]| HopByHop::new(|| values.iter().copied()).names_fields;
+        assert!(!names_fields(&[b"keep-alive", b"Keep-Alive, TE"]));
+        assert!(!names_fields(&[]));
+        assert!(names_fields(&[b"keep-alive, X-Trace"]));
         // `close` is an option, but a field of that name would still be listed.
-        let close: [&[u8]; 1] = [b"close"];
-        assert!(lists_end_to_end_fields(close.into_iter()));
+        assert!(names_fields(&[b"close"]));
+    }
+
+    #[test]
+    fn fields_are_dropped_when_hop_by_hop_or_listed() {
+        let values: [&[u8]; 2] = [b"keep-alive", b"X-Trace , close"];
+        let hop = HopByHop::new(|| values.iter().copied());
+        for dropped in ["x-trace", "close", "keep-alive", "te", "upgrade"] {
+            assert!(hop.drops(dropped), "{dropped}");
+        }
+        assert!(!hop.drops("x-other"));
+        let none: [&[u8]; 0] = [];
+        let hop = HopByHop::new(|| none.iter().copied());
+        assert!(hop.drops("transfer-encoding"));
+        assert!(!hop.drops("x-trace"));
     }
 
     #[test]
