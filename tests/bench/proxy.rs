@@ -20,12 +20,15 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "proxy_floor.rs"]
+mod proxy_floor;
 #[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
-use common::{env_or, mean, require_tools, row, wait_http, wrk, Nginx};
+use common::cpu::{self, Cpu};
+use common::{env_or, mean, require_tools, row, wait_http, wrk, Nginx, Run};
 use serde_json::json;
 use support::{create_key_with, free_port, wait_for, Cluster};
 
@@ -56,7 +59,7 @@ fn main() {
 
     // The shared upstream: one nginx worker answering a small fixed body.
     let upstream_port = free_port();
-    let _upstream = Nginx::start(
+    let upstream_nginx = Nginx::start(
         root.path(),
         "upstream",
         "1",
@@ -119,39 +122,78 @@ fn main() {
         );
         let like_url = format!("http://127.0.0.1:{like_port}/bench");
         wait_http(&like_url);
+        let floor_workers = gateway_workers.unwrap_or(cores);
+        let floor_port = proxy_floor::start(floor_workers, ([127, 0, 0, 1], upstream_port).into());
+        let floor_url = format!("http://127.0.0.1:{floor_port}/bench");
+        wait_http(&floor_url);
         wait_for(Duration::from_secs(10), "the gateway to serve", || {
             node.proxy_get("/bench", Some(&key)).filter(|a| a.status == 200)
         });
 
-        // Warm both up, then interleave the measured rounds.
-        wrk(&nginx_url, &key, connections, 2, None, root.path());
-        wrk(&like_url, &key, connections, 2, None, root.path());
-        wrk(&gateway_url, &key, connections, 2, None, root.path());
-        let mut nginx_runs = Vec::new();
-        let mut like_runs = Vec::new();
-        let mut gateway_runs = Vec::new();
-        for _ in 0..rounds {
-            nginx_runs.push(wrk(&nginx_url, &key, connections, seconds, None, root.path()));
-            like_runs.push(wrk(&like_url, &key, connections, seconds, None, root.path()));
-            gateway_runs.push(wrk(&gateway_url, &key, connections, seconds, None, root.path()));
+        // Each has answered above, so nginx's workers are running and can be found.
+        let systems = [
+            ("nginx 1.22 proxy_pass (no auth)", &nginx_url, Cpu::nginx_workers(nginx.pid())),
+            ("nginx 1.22, the gateway's headers", &like_url, Cpu::nginx_workers(like.pid())),
+            ("credentialflow (API-key auth)", &gateway_url, Cpu::Processes(vec![node.pid()])),
+            ("floor: bare tokio forwarder", &floor_url, Cpu::OwnThreads("floor-")),
+        ];
+        // Warm each up, then interleave the measured rounds.
+        for (_, url, _) in &systems {
+            wrk(url, &key, connections, 2, None, root.path());
         }
-        let (nginx_run, like_run, gateway_run) = (mean(&nginx_runs), mean(&like_runs), mean(&gateway_runs));
+        // What a request costs the machine: the proxy, the upstream and the load generator
+        // share its cores, so each one's CPU per request bounds the rate of all.
+        let shared = [Cpu::nginx_workers(upstream_nginx.pid()), Cpu::ReapedChildren];
+        let mut runs = vec![Vec::new(); systems.len()];
+        let mut cpu_us = vec![Vec::new(); systems.len()];
+        for _ in 0..rounds {
+            for (i, (_, url, proxy)) in systems.iter().enumerate() {
+                let meters = [proxy, &shared[0], &shared[1]];
+                let before = meters.map(Cpu::ticks);
+                let run = wrk(url, &key, connections, seconds, None, root.path());
+                let after = meters.map(Cpu::ticks);
+                let spent = std::array::from_fn::<f64, 3, _>(|m| {
+                    cpu::us_per_request(after[m] - before[m], run.requests)
+                });
+                cpu_us[i].push(spent);
+                runs[i].push(run);
+            }
+        }
+        let means: Vec<Run> = runs.iter().map(|r| mean(r)).collect();
         let workers = if label == "1" {
             "1".to_owned()
         } else {
             format!("{cores}")
         };
-        row("nginx 1.22 proxy_pass (no auth)", &workers, &nginx_run);
-        row("nginx 1.22, the gateway's headers", &workers, &like_run);
-        row("credentialflow (API-key auth)", &workers, &gateway_run);
-        println!(
-            "|   ratio credentialflow / nginx       |         | {:>9.2}x |          |          |        |",
-            gateway_run.requests_per_sec / nginx_run.requests_per_sec
-        );
-        println!(
-            "|   ratio to nginx with its headers    |         | {:>9.2}x |          |          |        |",
-            gateway_run.requests_per_sec / like_run.requests_per_sec
-        );
+        for ((name, _, _), run) in systems.iter().zip(&means) {
+            row(name, &workers, run);
+        }
+        let [nginx_run, like_run, gateway_run, floor_run] = [means[0], means[1], means[2], means[3]];
+        for (name, of, base) in [
+            ("ratio credentialflow / nginx", gateway_run, nginx_run),
+            ("ratio to nginx with its headers", gateway_run, like_run),
+            ("ratio floor / nginx", floor_run, nginx_run),
+        ] {
+            println!(
+                "|   {name:<34} |         | {:>9.2}x |          |          |        |",
+                of.requests_per_sec / base.requests_per_sec
+            );
+        }
+        println!("CPU per request, microseconds (mean over rounds; the proxy's own rounds after it):");
+        println!("| system                               |  proxy | upstream |    wrk |  total | proxy, each round");
+        for ((name, _, _), rounds) in systems.iter().zip(&cpu_us) {
+            let n = rounds.len() as f64;
+            let part = |m: usize| rounds.iter().map(|r| r[m]).sum::<f64>() / n;
+            let each: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r[0])).collect();
+            println!(
+                "| {name:<36} | {:>6.2} | {:>8.2} | {:>6.2} | {:>6.2} | {}",
+                part(0),
+                part(1),
+                part(2),
+                part(0) + part(1) + part(2),
+                each.join(" / ")
+            );
+        }
         drop(like);
         drop(nginx);
         if gateway_workers.is_none() {

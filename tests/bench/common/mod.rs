@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::support;
 
+pub mod cpu;
+
 /// Exits with a hint when `nginx` or `wrk` is missing.
 pub fn require_tools() {
     for tool in ["nginx", "wrk"] {
@@ -132,6 +134,11 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// The master's process id; its workers are its children.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(root: &Path, name: &str, workers: &str, server: &str) -> Self {
         let dir = root.join(name);
         std::fs::create_dir_all(dir.join("logs")).expect("nginx dir");
