@@ -123,19 +123,45 @@ fn main() {
         let like_url = format!("http://127.0.0.1:{like_port}/bench");
         wait_http(&like_url);
         let floor_workers = gateway_workers.unwrap_or(cores);
-        let floor_port = proxy_floor::start(floor_workers, ([127, 0, 0, 1], upstream_port).into());
-        let floor_url = format!("http://127.0.0.1:{floor_port}/bench");
-        wait_http(&floor_url);
+        let floor_url = |headers| {
+            let port = proxy_floor::start(floor_workers, ([127, 0, 0, 1], upstream_port).into(), headers);
+            let url = format!("http://127.0.0.1:{port}/bench");
+            wait_http(&url);
+            url
+        };
+        let floor_url_as_received = floor_url(proxy_floor::Headers::AsReceived);
+        let floor_url_gateway = floor_url(proxy_floor::Headers::Gateway);
         wait_for(Duration::from_secs(10), "the gateway to serve", || {
             node.proxy_get("/bench", Some(&key)).filter(|a| a.status == 200)
         });
 
         // Each has answered above, so nginx's workers are running and can be found.
         let systems = [
-            ("nginx 1.22 proxy_pass (no auth)", &nginx_url, Cpu::nginx_workers(nginx.pid())),
-            ("nginx 1.22, the gateway's headers", &like_url, Cpu::nginx_workers(like.pid())),
-            ("credentialflow (API-key auth)", &gateway_url, Cpu::Processes(vec![node.pid()])),
-            ("floor: bare tokio forwarder", &floor_url, Cpu::OwnThreads("floor-")),
+            (
+                "nginx 1.22 proxy_pass (no auth)",
+                &nginx_url,
+                Cpu::nginx_workers(nginx.pid()),
+            ),
+            (
+                "nginx 1.22, the gateway's headers",
+                &like_url,
+                Cpu::nginx_workers(like.pid()),
+            ),
+            (
+                "credentialflow (API-key auth)",
+                &gateway_url,
+                Cpu::Processes(vec![node.pid()]),
+            ),
+            (
+                "floor: bare tokio forwarder",
+                &floor_url_as_received,
+                Cpu::OwnThreads(proxy_floor::Headers::AsReceived.thread_prefix()),
+            ),
+            (
+                "floor, the gateway's headers",
+                &floor_url_gateway,
+                Cpu::OwnThreads(proxy_floor::Headers::Gateway.thread_prefix()),
+            ),
         ];
         // Warm each up, then interleave the measured rounds.
         for (_, url, _) in &systems {
@@ -168,11 +194,13 @@ fn main() {
         for ((name, _, _), run) in systems.iter().zip(&means) {
             row(name, &workers, run);
         }
-        let [nginx_run, like_run, gateway_run, floor_run] = [means[0], means[1], means[2], means[3]];
+        let [nginx_run, like_run, gateway_run, floor_run, floor_headers_run] =
+            [means[0], means[1], means[2], means[3], means[4]];
         for (name, of, base) in [
             ("ratio credentialflow / nginx", gateway_run, nginx_run),
             ("ratio to nginx with its headers", gateway_run, like_run),
             ("ratio floor / nginx", floor_run, nginx_run),
+            ("ratio floor with headers / nginx", floor_headers_run, nginx_run),
         ] {
             println!(
                 "|   {name:<34} |         | {:>9.2}x |          |          |        |",

@@ -37,11 +37,16 @@ impl Cpu {
         if let Self::ReapedChildren = self {
             // cutime and cstime: fields 16 and 17 of stat(5).
             return stat_fields("/proc/self/stat".as_ref())
-                .and_then(|fields| Some(fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?))
+                .and_then(|fields| {
+                    Some(fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?)
+                })
                 .unwrap_or(0);
         }
         let stats: Vec<PathBuf> = match self {
-            Self::Processes(pids) => pids.iter().map(|pid| format!("/proc/{pid}/stat").into()).collect(),
+            Self::Processes(pids) => pids
+                .iter()
+                .map(|pid| format!("/proc/{pid}/stat").into())
+                .collect(),
             Self::OwnThreads(prefix) => std::fs::read_dir("/proc/self/task")
                 .into_iter()
                 .flatten()
