@@ -13,6 +13,11 @@
 //! upstream and the load generator on the shared cores. The target ratio is against the
 //! plain `proxy_pass`.
 //!
+//! And a floor (`proxy_floor.rs`): a bare tokio forwarder that authenticates nothing, run
+//! as it came and with the gateway's header work. It shows the rate this machine allows a
+//! proxy at all, with the load generator and the upstream on the same cores. For every system
+//! the bench prints the CPU each request cost the proxy, the upstream and wrk.
+//!
 //! Run: `cargo bench -p credentialflow --bench proxy`
 //! Needs `nginx` and `wrk` on the PATH (Debian: `apt-get install nginx-light wrk`).
 //! Options via env: `BENCH_SECONDS` (per measurement, default 10), `BENCH_CONNECTIONS`
