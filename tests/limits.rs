@@ -341,8 +341,21 @@ fn a_node_cut_off_from_the_cluster_admits_no_more_than_it_held() {
         &tally.refused[..tally.refused.len().min(3)]
     );
 
-    // Back in contact, the whole cluster still stays within the limit.
+    // Back in contact, the whole cluster still stays within the limit. The isolated node
+    // refuses at once until its leaser's next ask is answered (a few hundred milliseconds
+    // after the others resume); the burst starts once every node admits again, or it could
+    // end inside that window on a fast machine.
     fixture.cluster.wait_for_leader(Duration::from_secs(30));
+    for node in &fixture.cluster.nodes {
+        wait_for(Duration::from_secs(10), "every node to lease again", || {
+            let probe = concurrently(&[(node, key.as_str())], 1, 1);
+            probe
+                .refused
+                .iter()
+                .all(|(status, _)| *status != 503)
+                .then_some(())
+        });
+    }
     let all: Vec<(&Node, &str)> = fixture.cluster.nodes.iter().map(|n| (n, key.as_str())).collect();
     concurrently(&all, 2, 100);
     let received = fixture.upstream.requests();
