@@ -184,7 +184,7 @@ fn main() {
                 let run = wrk(url, &key, connections, seconds, None, root.path());
                 let after = meters.map(Cpu::ticks);
                 let spent = std::array::from_fn::<f64, 3, _>(|m| {
-                    cpu::us_per_request(after[m] - before[m], run.requests)
+                    cpu::us_per_request(after[m].saturating_sub(before[m]), run.requests)
                 });
                 cpu_us[i].push(spent);
                 runs[i].push(run);
