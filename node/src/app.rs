@@ -107,6 +107,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         read_model: read_model.clone(),
         contact: cluster.leader_contact().clone(),
         max_staleness: config.max_staleness,
+        tls: listener_cert.is_some(),
         ai: dataplane::ai::AiContext {
             client: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(5))

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
+use actix_web::http::header::HeaderMap;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
@@ -14,6 +15,7 @@ use super::auth::X_API_KEY;
 use super::error::ProxyError;
 use super::hop_by_hop::{is_hop_by_hop, HopByHop};
 use super::idle::IdleTimeout;
+use super::incoming::Incoming;
 use super::jwt::{JwtVerifier, Verified};
 use super::read_model::KeyAuth;
 use super::route_table::CompiledRoute;
@@ -31,7 +33,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What this request's body is, decided before the first attempt.
-enum RequestBody {
+pub enum RequestBody {
     Empty,
     /// Read in full; every attempt sends a copy.
     Replayable(Bytes),
@@ -39,9 +41,11 @@ enum RequestBody {
     Streamed(web::Payload, Option<u64>),
 }
 
-async fn take_body(req: &HttpRequest, mut payload: web::Payload) -> Result<RequestBody, ProxyError> {
-    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-    let length = match req.headers().get(header::CONTENT_LENGTH) {
+/// Reads a body that fits [`REPLAYABLE_BODY_BYTES`] whole; a larger or chunked one is left
+/// to stream.
+pub async fn take_body(headers: &HeaderMap, mut payload: web::Payload) -> Result<RequestBody, ProxyError> {
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let length = match headers.get(header::CONTENT_LENGTH) {
         Some(value) => Some(
             value
                 .to_str()
@@ -113,7 +117,7 @@ impl<'a> GatewayHeaders<'a> {
 
 /// Everything of a request head that depends on this request and route, not on the target.
 struct HeadParts<'a> {
-    req: &'a HttpRequest,
+    incoming: &'a Incoming<'a>,
     path: &'a str,
     route: &'a CompiledRoute,
     caller: Option<Caller<'a>>,
@@ -125,13 +129,13 @@ struct HeadParts<'a> {
 /// (`Host`, `X-Request-Id`, `X-Forwarded-*`, the caller's identity, the route's headers).
 fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, body: &[u8]) -> Vec<u8> {
     let HeadParts {
-        req,
+        incoming: request,
         path,
         route,
         caller,
         request_id,
     } = *parts;
-    let incoming = req.headers();
+    let incoming = request.headers;
     let mut forwarded_for = Vec::with_capacity(64);
     if let Some(earlier) = incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         if !earlier.is_empty() {
@@ -139,14 +143,10 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
             forwarded_for.extend_from_slice(b", ");
         }
     }
-    if let Some(peer) = req.peer_addr() {
-        write_ip(peer.ip(), &mut forwarded_for);
+    if let Some(peer) = request.peer {
+        write_ip(peer, &mut forwarded_for);
     }
-    let proto: &[u8] = if req.app_config().secure() {
-        b"https"
-    } else {
-        b"http"
-    };
+    let proto: &[u8] = if request.tls { b"https" } else { b"http" };
     let mut gateway = GatewayHeaders(Vec::with_capacity(16));
     gateway.set("host", target.host_value.as_bytes());
     gateway.set("x-request-id", request_id.as_bytes());
@@ -188,7 +188,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         .retain(|(name, _)| !is_hop_by_hop(name) && *name != "content-length");
 
     let mut out = Vec::with_capacity(512 + body.len());
-    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.base_path.as_bytes());
     let path = route.upstream_path(path);
@@ -196,9 +196,9 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         out.push(b'/');
     }
     out.extend_from_slice(path.as_bytes());
-    if !req.query_string().is_empty() {
+    if !request.query.is_empty() {
         out.push(b'?');
-        out.extend_from_slice(req.query_string().as_bytes());
+        out.extend_from_slice(request.query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let hop_by_hop = HopByHop::new(|| incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes));
@@ -281,7 +281,7 @@ fn write_ip(ip: std::net::IpAddr, out: &mut Vec<u8>) {
 
 /// The upstream's answer, as the client gets it: the end-to-end headers and the request id,
 /// a body read with the head in one piece, any other streamed with an idle timeout.
-fn relay(
+pub fn relay(
     response: UpstreamResponse,
     request_id: &HeaderValue,
     head_only: bool,
@@ -319,24 +319,23 @@ fn relay(
 }
 
 /// Forwards the request, retrying on other targets where that is safe. Returns the
-/// response to send, or why there is none.
+/// target's answer, or why there is none.
 pub async fn forward(
     client: &UpstreamClient,
-    req: &HttpRequest,
+    incoming: &Incoming<'_>,
     path: &str,
-    payload: web::Payload,
+    mut body: RequestBody,
     route: &CompiledRoute,
     caller: Option<Caller<'_>>,
     request_id: &HeaderValue,
-) -> Result<HttpResponse, ProxyError> {
+) -> Result<UpstreamResponse, ProxyError> {
     if let Some(Err(())) = &route.upstream_auth {
         return Err(ProxyError::UpstreamCredentialUnavailable);
     }
-    let mut body = take_body(req, payload).await?;
-    let idempotent = is_idempotent(req.method());
-    let head_only = req.method() == Method::HEAD;
+    let idempotent = is_idempotent(incoming.method);
+    let head_only = *incoming.method == Method::HEAD;
     let parts = HeadParts {
-        req,
+        incoming,
         path,
         route,
         caller,
@@ -362,7 +361,8 @@ pub async fn forward(
         let (read_ahead, framing, streamed, replayable) =
             match std::mem::replace(&mut body, RequestBody::Empty) {
                 RequestBody::Empty => {
-                    let announces_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+                    let announces_body =
+                        matches!(*incoming.method, Method::POST | Method::PUT | Method::PATCH);
                     let framing = if announces_body {
                         BodyFraming::Length(0)
                     } else {
@@ -400,11 +400,11 @@ pub async fn forward(
                     last_error = ProxyError::BadGateway;
                     continue;
                 }
-                return Ok(relay(response, request_id, head_only, route.timeout));
+                return Ok(response);
             }
             Ok(Ok(response)) => {
                 target.health.request_succeeded();
-                return Ok(relay(response, request_id, head_only, route.timeout));
+                return Ok(response);
             }
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
             // The client's side failed; the target is not to blame.

@@ -8,6 +8,7 @@
 //! - [`auth`]: the API key and its life cycle;
 //! - [`jwt`]: JSON Web Tokens on `auth: jwt` routes, with per-node JWKS caches;
 //! - [`upstream`]: target health and the choice of a target;
+//! - [`incoming`]: what is read of a client's request, apart from the server that parsed it;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
 //! - [`idle`]: the idle timeout of a streamed response body;
 //! - [`limiter`]: cluster-wide rate limits and quotas spent from locally held slices;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod forward;
 pub mod hop_by_hop;
 pub mod idle;
+pub mod incoming;
 pub mod jwt;
 pub mod limiter;
 pub mod path;
@@ -33,7 +35,7 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use cluster::{RouteAuth, StalePolicy};
 use rand::RngCore;
@@ -49,6 +51,8 @@ pub struct ProxyContext {
     pub read_model: Arc<ReadModel>,
     pub contact: Arc<LeaderContact>,
     pub max_staleness: Duration,
+    /// The proxy listener speaks TLS: `X-Forwarded-Proto` says `https`.
+    pub tls: bool,
     /// Calls model providers for AI routes and tracks how they do.
     pub ai: ai::AiContext,
 }
@@ -65,17 +69,18 @@ async fn handle(
     client: web::Data<upstream_client::UpstreamClient>,
 ) -> HttpResponse {
     let started = std::time::Instant::now();
-    let request_id = request_id(&req);
+    let incoming = incoming::Incoming::of(&req, ctx.tls);
+    let request_id = request_id(incoming.headers);
     let now_ms = clock::now_ms();
     let mut key = None;
     let mut standing = None;
     let view = ctx.read_model.load_full();
     let mut matched = None;
     let outcome: Result<HttpResponse, Refused> = async {
-        let path = path::canonical(req.path())?;
+        let path = path::canonical(incoming.path)?;
         let route = view
             .routes
-            .find(request_host(&req), &path, req.method())
+            .find(request_host(incoming.headers), &path, incoming.method)
             .map_err(|no_match| match no_match {
                 NoMatch::NoRoute => ProxyError::NoRoute,
                 NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
@@ -91,7 +96,7 @@ async fn handle(
         match route.auth {
             RouteAuth::None => {}
             RouteAuth::ApiKey => {
-                let authenticated = auth::authenticate(&view, req.headers(), now_ms)?;
+                let authenticated = auth::authenticate(&view, incoming.headers, now_ms)?;
                 let allowed = authenticated.scopes.allow(&route.id);
                 key = Some(authenticated);
                 if !allowed {
@@ -102,7 +107,7 @@ async fn handle(
                 // A route whose settings did not compile refuses every token.
                 let verifier = route.jwt.as_deref().ok_or(ProxyError::InvalidToken)?;
                 let verified = verifier
-                    .verify(auth::bearer_token(req.headers())?, now_ms)
+                    .verify(auth::bearer_token(incoming.headers)?, now_ms)
                     .await?;
                 if view.revoked_tokens.covers(&verified) {
                     return Err(ProxyError::TokenRevoked.into());
@@ -141,9 +146,10 @@ async fn handle(
                 .await
                 .map_err(Refused::Proxy);
         }
-        forward::forward(&client, &req, &path, payload, route, caller, &request_id)
-            .await
-            .map_err(Refused::Proxy)
+        let body = forward::take_body(incoming.headers, payload).await?;
+        let answer = forward::forward(&client, &incoming, &path, body, route, caller, &request_id).await?;
+        let head_only = *incoming.method == actix_web::http::Method::HEAD;
+        Ok(forward::relay(answer, &request_id, head_only, route.timeout))
     }
     .await;
     let mut response = outcome.unwrap_or_else(|refused| {
@@ -187,8 +193,8 @@ impl From<ProxyError> for Refused {
 }
 
 /// Keeps a caller's `X-Request-Id` when it is sane, else makes one.
-fn request_id(req: &HttpRequest) -> HeaderValue {
-    if let Some(value) = req.headers().get(forward::X_REQUEST_ID) {
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(forward::X_REQUEST_ID) {
         let sane =
             !value.is_empty() && value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if sane {
@@ -207,8 +213,8 @@ fn request_id(req: &HttpRequest) -> HeaderValue {
 }
 
 /// Returns the request's host without port.
-fn request_host(req: &HttpRequest) -> Option<&str> {
-    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+fn request_host(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
     if host.starts_with('[') {
         return host.split_inclusive(']').next();
     }
@@ -226,11 +232,11 @@ mod tests {
         let req = TestRequest::default()
             .insert_header((header::HOST, "api.example:8080"))
             .to_http_request();
-        assert_eq!(request_host(&req), Some("api.example"));
+        assert_eq!(request_host(req.headers()), Some("api.example"));
         let req = TestRequest::default()
             .insert_header((header::HOST, "[::1]:8080"))
             .to_http_request();
-        assert_eq!(request_host(&req), Some("[::1]"));
+        assert_eq!(request_host(req.headers()), Some("[::1]"));
     }
 
     #[test]
@@ -238,9 +244,9 @@ mod tests {
         let kept = TestRequest::default()
             .insert_header(("x-request-id", "abc-123"))
             .to_http_request();
-        assert_eq!(request_id(&kept), "abc-123");
-        let made = request_id(&TestRequest::default().to_http_request());
+        assert_eq!(request_id(kept.headers()), "abc-123");
+        let made = request_id(&HeaderMap::new());
         assert_eq!(made.len(), 32);
-        assert_ne!(made, request_id(&TestRequest::default().to_http_request()));
+        assert_ne!(made, request_id(&HeaderMap::new()));
     }
 }
