@@ -24,6 +24,11 @@ pub struct Incoming<'a> {
 }
 
 impl<'a> Incoming<'a> {
+    /// A HEAD request: its answer carries no body, whatever the head announces.
+    pub fn is_head(&self) -> bool {
+        *self.method == Method::HEAD
+    }
+
     /// The head of a request actix-web parsed, on a listener that is or is not TLS.
     pub fn of(req: &'a HttpRequest, tls: bool) -> Self {
         Self {

@@ -43,8 +43,8 @@ use rand::RngCore;
 use crate::clock;
 use cluster::peer::LeaderContact;
 use error::ProxyError;
-use read_model::ReadModel;
-use route_table::NoMatch;
+use read_model::{KeyAuth, ReadModel, View};
+use route_table::{CompiledRoute, NoMatch};
 
 /// What every proxy worker shares.
 pub struct ProxyContext {
@@ -68,90 +68,180 @@ async fn handle(
     ctx: web::Data<ProxyContext>,
     client: web::Data<upstream_client::UpstreamClient>,
 ) -> HttpResponse {
-    let started = std::time::Instant::now();
     let incoming = incoming::Incoming::of(&req, ctx.tls);
-    let request_id = request_id(incoming.headers);
-    let now_ms = clock::now_ms();
-    let mut key = None;
-    let mut standing = None;
+    let started = Started::now(incoming.headers);
     let view = ctx.read_model.load_full();
-    let mut matched = None;
+    let mut admission = Admission::default();
     let outcome: Result<HttpResponse, Refused> = async {
-        let path = path::canonical(incoming.path)?;
-        let route = view
-            .routes
-            .find(request_host(incoming.headers), &path, incoming.method)
-            .map_err(|no_match| match no_match {
-                NoMatch::NoRoute => ProxyError::NoRoute,
-                NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
-            })?;
-        matched = Some(route);
-        if route.auth != RouteAuth::None
-            && view.stale_policy == StalePolicy::FailClosed
-            && ctx.contact.is_stale(ctx.max_staleness)
-        {
-            return Err(ProxyError::StaleReplica.into());
-        }
-        let mut token = None;
-        match route.auth {
-            RouteAuth::None => {}
-            RouteAuth::ApiKey => {
-                let authenticated = auth::authenticate(&view, incoming.headers, now_ms)?;
-                let allowed = authenticated.scopes.allow(&route.id);
-                key = Some(authenticated);
-                if !allowed {
-                    return Err(ProxyError::Forbidden.into());
-                }
-            }
-            RouteAuth::Jwt => {
-                // A route whose settings did not compile refuses every token.
-                let verifier = route.jwt.as_deref().ok_or(ProxyError::InvalidToken)?;
-                let verified = verifier
-                    .verify(auth::bearer_token(incoming.headers)?, now_ms)
-                    .await?;
-                if view.revoked_tokens.covers(&verified) {
-                    return Err(ProxyError::TokenRevoked.into());
-                }
-                if !verified.allows(&route.id) {
-                    return Err(ProxyError::Forbidden.into());
-                }
-                token = Some((verified, verifier));
-            }
-        }
-        if let Some(meters) = key.as_ref().map(|k| &k.meters).filter(|m| !m.is_empty()) {
-            standing = ctx
-                .read_model
-                .limiter()
-                .admit(meters, now_ms)
-                .await
-                .map_err(Refused::Limit)?;
-        }
-        let caller = match (&key, &token) {
-            (Some(key), _) => Some(forward::Caller::Key(key)),
-            (None, Some((token, verifier))) => Some(forward::Caller::Token { token, verifier }),
-            (None, None) => None,
-        };
+        let admitted = admit(&ctx, &view, &incoming, started.now_ms, &mut admission).await?;
+        let route = admitted.route;
         if let Some(ai) = &route.ai {
-            let rest = if route.path_prefix == "/" {
-                path.as_ref()
-            } else {
-                path.strip_prefix(route.path_prefix.as_str()).unwrap_or_default()
-            };
-            let caller = key.as_ref().map(|k| ai::AiCaller {
+            let caller = admission.key.as_ref().map(|k| ai::AiCaller {
                 usage: k.usage.clone(),
                 meters: &k.ai_meters,
                 limiter: ctx.read_model.limiter(),
             });
-            return ai::serve(&ctx.ai, &req, rest, payload, ai, route.timeout, caller)
+            return ai::serve(&ctx.ai, &req, admitted.rest(), payload, ai, route.timeout, caller)
                 .await
                 .map_err(Refused::Proxy);
         }
         let body = forward::take_body(incoming.headers, payload).await?;
-        let answer = forward::forward(&client, &incoming, &path, body, route, caller, &request_id).await?;
-        let head_only = *incoming.method == actix_web::http::Method::HEAD;
-        Ok(forward::relay(answer, &request_id, head_only, route.timeout))
+        let caller = admitted.caller(&admission);
+        let answer = forward::forward(
+            &client,
+            &incoming,
+            &admitted.path,
+            body,
+            route,
+            caller,
+            &started.request_id,
+        )
+        .await?;
+        Ok(forward::relay(
+            answer,
+            &started.request_id,
+            incoming.is_head(),
+            route.timeout,
+        ))
     }
     .await;
+    finish(outcome, admission, started)
+}
+
+/// What every request starts with: its clock readings and its id.
+pub struct Started {
+    at: std::time::Instant,
+    pub now_ms: i64,
+    pub request_id: HeaderValue,
+}
+
+impl Started {
+    pub fn now(headers: &HeaderMap) -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            now_ms: clock::now_ms(),
+            request_id: request_id(headers),
+        }
+    }
+}
+
+/// What admission learned about a request, kept for its answer (limit headers, usage,
+/// route metrics) whether or not it was admitted.
+#[derive(Default)]
+pub struct Admission<'v> {
+    pub route: Option<&'v CompiledRoute>,
+    pub key: Option<Arc<KeyAuth>>,
+    pub standing: Option<limiter::Admission>,
+}
+
+/// A request admitted to its route.
+pub struct Admitted<'v, 'r> {
+    pub route: &'v CompiledRoute,
+    /// The canonical path.
+    pub path: std::borrow::Cow<'r, str>,
+    token: Option<(Arc<jwt::Verified>, &'v jwt::JwtVerifier)>,
+}
+
+impl<'v> Admitted<'v, '_> {
+    /// Whom the gateway vouches for upstream.
+    pub fn caller<'a>(&'a self, admission: &'a Admission<'_>) -> Option<forward::Caller<'a>> {
+        match (&admission.key, &self.token) {
+            (Some(key), _) => Some(forward::Caller::Key(key)),
+            (None, Some((token, verifier))) => Some(forward::Caller::Token { token, verifier }),
+            (None, None) => None,
+        }
+    }
+
+    /// The path below the route's prefix.
+    fn rest(&self) -> &str {
+        if self.route.path_prefix == "/" {
+            self.path.as_ref()
+        } else {
+            self.path
+                .strip_prefix(self.route.path_prefix.as_str())
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Finds the request's route, then checks the replica's freshness, the caller and the
+/// caller's limits. What it learns goes into `admission` as it goes, for the answer.
+pub async fn admit<'v, 'r>(
+    ctx: &ProxyContext,
+    view: &'v View,
+    incoming: &incoming::Incoming<'r>,
+    now_ms: i64,
+    admission: &mut Admission<'v>,
+) -> Result<Admitted<'v, 'r>, Refused> {
+    let path = path::canonical(incoming.path)?;
+    let route = view
+        .routes
+        .find(request_host(incoming.headers), &path, incoming.method)
+        .map_err(|no_match| match no_match {
+            NoMatch::NoRoute => ProxyError::NoRoute,
+            NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
+        })?;
+    admission.route = Some(route);
+    if route.auth != RouteAuth::None
+        && view.stale_policy == StalePolicy::FailClosed
+        && ctx.contact.is_stale(ctx.max_staleness)
+    {
+        return Err(ProxyError::StaleReplica.into());
+    }
+    let mut token = None;
+    match route.auth {
+        RouteAuth::None => {}
+        RouteAuth::ApiKey => {
+            let authenticated = auth::authenticate(view, incoming.headers, now_ms)?;
+            let allowed = authenticated.scopes.allow(&route.id);
+            admission.key = Some(authenticated);
+            if !allowed {
+                return Err(ProxyError::Forbidden.into());
+            }
+        }
+        RouteAuth::Jwt => {
+            // A route whose settings did not compile refuses every token.
+            let verifier = route.jwt.as_deref().ok_or(ProxyError::InvalidToken)?;
+            let verified = verifier
+                .verify(auth::bearer_token(incoming.headers)?, now_ms)
+                .await?;
+            if view.revoked_tokens.covers(&verified) {
+                return Err(ProxyError::TokenRevoked.into());
+            }
+            if !verified.allows(&route.id) {
+                return Err(ProxyError::Forbidden.into());
+            }
+            token = Some((verified, verifier));
+        }
+    }
+    if let Some(meters) = admission
+        .key
+        .as_ref()
+        .map(|k| &k.meters)
+        .filter(|m| !m.is_empty())
+    {
+        admission.standing = ctx
+            .read_model
+            .limiter()
+            .admit(meters, now_ms)
+            .await
+            .map_err(Refused::Limit)?;
+    }
+    Ok(Admitted { route, path, token })
+}
+
+/// The answer as the client gets it: a refusal turned into its JSON error, with the request
+/// id, the caller's limit headers, and the request counted for the key and the route.
+pub fn finish(
+    outcome: Result<HttpResponse, Refused>,
+    admission: Admission<'_>,
+    started: Started,
+) -> HttpResponse {
+    let Started {
+        at,
+        now_ms,
+        request_id,
+    } = started;
     let mut response = outcome.unwrap_or_else(|refused| {
         let mut response = match refused {
             Refused::Proxy(error) => {
@@ -166,22 +256,20 @@ async fn handle(
         response.headers_mut().insert(forward::X_REQUEST_ID, request_id);
         response
     });
-    if let Some(standing) = &standing {
+    if let Some(standing) = &admission.standing {
         limiter::insert_headers(response.headers_mut(), standing, now_ms);
     }
-    if let Some(key) = &key {
+    if let Some(key) = &admission.key {
         key.usage.record(response.status().as_u16(), now_ms);
     }
-    if let Some(route) = matched {
-        route
-            .metrics
-            .record(response.status().as_u16(), started.elapsed());
+    if let Some(route) = admission.route {
+        route.metrics.record(response.status().as_u16(), at.elapsed());
     }
     response
 }
 
 /// Why the proxy answered itself.
-enum Refused {
+pub enum Refused {
     Proxy(ProxyError),
     Limit(limiter::LimitError),
 }
