@@ -117,23 +117,31 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             monitor: ProviderMonitor::new(provider_health).start().recipient(),
         },
     });
-    let proxy = HttpServer::new(move || {
-        App::new()
-            .app_data(proxy_context.clone())
-            .app_data(web::Data::new(UpstreamClient::default()))
-            .configure(dataplane::routes)
-    })
-    .workers(config.workers)
-    .backlog(4096)
-    .disable_signals()
-    .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS);
+    // Set when the node stops, so that the proxy's idle connections close at once.
+    let (stop_front, front_stopping) = tokio::sync::watch::channel(false);
     let proxy = match &listener_cert {
-        Some(cert) => proxy.bind_rustls_0_23(config.proxy_addr, tls::server_config(cert.clone())?),
-        None => proxy.bind(config.proxy_addr),
+        Some(cert) => HttpServer::new(move || {
+            App::new()
+                .app_data(proxy_context.clone())
+                .app_data(web::Data::new(UpstreamClient::default()))
+                .configure(dataplane::routes)
+        })
+        .workers(config.workers)
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(GRACEFUL_SHUTDOWN_SECS)
+        .bind_rustls_0_23(config.proxy_addr, tls::server_config(cert.clone())?)
+        .map(HttpServer::run),
+        None => dataplane::http1::listener::bind(
+            config.proxy_addr,
+            config.workers,
+            GRACEFUL_SHUTDOWN_SECS,
+            proxy_context,
+            front_stopping,
+        )
+        .map(|builder| builder.run()),
     }
-    .with_context(|| format!("cannot bind the proxy listener on {}", config.proxy_addr))?
-    .run();
-
+    .with_context(|| format!("cannot bind the proxy listener on {}", config.proxy_addr))?;
     let servers = [peer.handle(), admin.handle(), proxy.handle()];
     let peer_task = actix_rt::spawn(peer);
     let admin_task = actix_rt::spawn(admin);
@@ -180,6 +188,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     drop(usage_flusher);
     drop(quota_leaser);
     let [peer_handle, admin_handle, proxy_handle] = servers;
+    let _ = stop_front.send(true);
     proxy_handle.stop(true).await;
     crate::actors::usage_flusher::flush_now(&cluster, &read_model).await;
     crate::actors::quota_leaser::release_all(&cluster, read_model.limiter()).await;

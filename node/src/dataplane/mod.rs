@@ -10,6 +10,7 @@
 //! - [`upstream`]: target health and the choice of a target;
 //! - [`incoming`]: what is read of a client's request, apart from the server that parsed it;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
+//! - [`http1`]: the listener's own HTTP/1.1 front for the common request, before actix;
 //! - [`idle`]: the idle timeout of a streamed response body;
 //! - [`limiter`]: cluster-wide rate limits and quotas spent from locally held slices;
 //! - [`usage`]: per-key request counts between usage reports;
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod error;
 pub mod forward;
 pub mod hop_by_hop;
+pub mod http1;
 pub mod idle;
 pub mod incoming;
 pub mod jwt;

@@ -1,0 +1,221 @@
+//! The proxy listener's own HTTP/1.1 front. actix-http turns every request into actix's
+//! request type and every answer back from actix's response type, and on this path that
+//! machinery costs more than the proxying itself (README, "Where the gap is"). This loop
+//! reads the common request (HTTP/1.1, no body, a proxy route) with `httparse`, runs the
+//! same admission, forwarding and accounting as the actix handler, and writes the answer
+//! itself.
+//!
+//! Anything else it hands over, with the bytes it has read, to actix-http's dispatcher
+//! for the rest of the connection: request bodies, `Expect`, `Upgrade`, `Connection`
+//! options other than `keep-alive`, HTTP/1.0, heads httparse refuses or that are too large,
+//! requests for AI routes. What actix answers there is what it always answered; the hand
+//! over happens before any of the request is acted on.
+
+pub mod listener;
+pub mod prefixed;
+mod render;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use bytes::{Buf, BytesMut};
+use futures::future::LocalBoxFuture;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::forward::{self, RequestBody};
+use super::incoming::Incoming;
+use super::upstream_client::UpstreamClient;
+use super::{admit, finish, path, request_host, Admission, ProxyContext, Refused, Started};
+use prefixed::Prefixed;
+use render::Next;
+
+/// How long a connection may wait idle for its next request.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a request head may take to arrive once it has begun.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest head this loop reads; a longer one goes to actix, which refuses it.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields this loop takes; more go to actix.
+const MAX_HEADERS: usize = 64;
+
+/// Serves the rest of a connection on actix-http's HTTP/1 dispatcher.
+pub type Handover = Rc<dyn Fn(Prefixed<TcpStream>, Option<SocketAddr>) -> LocalBoxFuture<'static, ()>>;
+
+/// What the loop shares on a worker thread.
+#[derive(Clone)]
+pub struct Front {
+    pub ctx: Arc<ProxyContext>,
+    pub client: UpstreamClient,
+    pub handover: Handover,
+    /// Becomes `true` when the node stops: idle connections close at once.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// A request head this loop serves, taken from the buffer.
+struct Head {
+    length: usize,
+    method: Method,
+    /// Where the request target's path and query are in the buffer.
+    target: std::ops::Range<usize>,
+    headers: HeaderMap,
+}
+
+/// Serves requests on `io` until the client or the keep-alive timeout ends it, or hands it
+/// over.
+pub async fn serve(mut io: TcpStream, front: Front) {
+    let peer = io.peer_addr().ok();
+    // Answers go out whole; Nagle would hold a small one back.
+    let _ = io.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(4 * 1024);
+    let mut stopping = front.stopping.clone();
+    loop {
+        let head = match next_head(&mut io, &mut buf, &mut stopping).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(Declined) => return (front.handover)(Prefixed::new(buf, io), peer).await,
+        };
+        let view = front.ctx.read_model.load_full();
+        let Ok(target) = std::str::from_utf8(&buf[head.target.clone()]) else {
+            return (front.handover)(Prefixed::new(buf, io), peer).await;
+        };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        // AI routes read the request through actix; decided on the same view admission uses.
+        let ai_route = path::canonical(path).ok().and_then(|canonical| {
+            view.routes
+                .find(request_host(&head.headers), &canonical, &head.method)
+                .ok()
+                .map(|route| route.ai.is_some())
+        });
+        if ai_route == Some(true) {
+            return (front.handover)(Prefixed::new(buf, io), peer).await;
+        }
+        let incoming = Incoming {
+            method: &head.method,
+            path,
+            query,
+            headers: &head.headers,
+            peer: peer.map(|addr| addr.ip()),
+            tls: false,
+        };
+        let started = Started::now(&head.headers);
+        let mut admission = Admission::default();
+        let outcome: Result<_, Refused> = async {
+            let admitted = admit(&front.ctx, &view, &incoming, started.now_ms, &mut admission).await?;
+            let caller = admitted.caller(&admission);
+            let route = admitted.route;
+            let answer = forward::forward(
+                &front.client,
+                &incoming,
+                &admitted.path,
+                RequestBody::Empty,
+                route,
+                caller,
+                &started.request_id,
+            )
+            .await?;
+            Ok(forward::relay(
+                answer,
+                &started.request_id,
+                incoming.is_head(),
+                route.timeout,
+            ))
+        }
+        .await;
+        let head_request = incoming.is_head();
+        let response = finish(outcome, admission, started);
+        match render::write(&mut io, response, head_request, &mut out).await {
+            Ok(Next::KeepAlive) => buf.advance(head.length),
+            Ok(Next::Close) | Err(_) => return,
+        }
+    }
+}
+
+/// The head was not one this loop serves; the connection goes to actix as it is.
+struct Declined;
+
+/// Reads until the buffer starts with a whole head. `Ok(None)`: the connection is over
+/// (closed, idle past the keep-alive, a head too slow, or the node stopping while idle).
+async fn next_head(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    stopping: &mut watch::Receiver<bool>,
+) -> Result<Option<Head>, Declined> {
+    let mut head_deadline = None;
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = examine(buf)? {
+                return Ok(Some(head));
+            }
+            if buf.len() > MAX_HEAD_BYTES {
+                return Err(Declined);
+            }
+        }
+        let deadline = if buf.is_empty() {
+            Instant::now() + KEEP_ALIVE
+        } else {
+            *head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT)
+        };
+        let idle = buf.is_empty();
+        tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stopping| *stopping), if idle => return Ok(None),
+            read = tokio::time::timeout_at(deadline, io.read_buf(buf)) => match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+                Ok(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete, `Declined` when
+/// it is not one this loop serves.
+fn examine(buf: &[u8]) -> Result<Option<Head>, Declined> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let length = match request.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Declined),
+    };
+    if request.version != Some(1) {
+        return Err(Declined);
+    }
+    let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| Declined)?;
+    let target = request.path.unwrap_or_default();
+    if method == Method::CONNECT || !target.starts_with('/') {
+        return Err(Declined);
+    }
+    let start = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Declined)?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| Declined)?;
+        let served = match name.as_str() {
+            "transfer-encoding" | "expect" | "upgrade" => false,
+            "content-length" => value.as_bytes().trim_ascii() == b"0",
+            "connection" => value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"keep-alive"),
+            _ => true,
+        };
+        if !served {
+            return Err(Declined);
+        }
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        length,
+        method,
+        target: start..start + target.len(),
+        headers,
+    }))
+}
+
+#[cfg(test)]
+mod tests;
