@@ -208,3 +208,19 @@ fn connection_close_ends_the_connection_after_the_answer() {
     assert_eq!(connection.answer(false).status, 200);
     assert!(connection.closed());
 }
+
+#[test]
+fn a_streamed_answer_is_relayed_in_chunks_and_the_connection_goes_on() {
+    let (cluster, _upstream, key) = gateway();
+    let mut connection = Connection::open(cluster.node(1).proxy_port);
+    // Larger than what the upstream client reads with the head: it streams.
+    connection.send(get("/pieces/3000", &key).as_bytes());
+    let streamed = connection.answer(false);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.headers["transfer-encoding"], "chunked");
+    let text = String::from_utf8(streamed.body).expect("text");
+    assert_eq!(text.lines().count(), 3000);
+    assert_eq!(text.lines().last(), Some("piece 2999"));
+    connection.send(get("/next", &key).as_bytes());
+    assert_eq!(connection.answer(false).json()["path"], "/next");
+}

@@ -112,7 +112,7 @@ async fn handle(
 
 /// What every request starts with: its clock readings and its id.
 pub struct Started {
-    at: std::time::Instant,
+    pub at: std::time::Instant,
     pub now_ms: i64,
     pub request_id: HeaderValue,
 }
@@ -261,13 +261,18 @@ pub fn finish(
     if let Some(standing) = &admission.standing {
         limiter::insert_headers(response.headers_mut(), standing, now_ms);
     }
+    account(&admission, response.status().as_u16(), now_ms, at);
+    response
+}
+
+/// Counts an answer with `status` for the key and the route.
+pub fn account(admission: &Admission<'_>, status: u16, now_ms: i64, at: std::time::Instant) {
     if let Some(key) = &admission.key {
-        key.usage.record(response.status().as_u16(), now_ms);
+        key.usage.record(status, now_ms);
     }
     if let Some(route) = admission.route {
-        route.metrics.record(response.status().as_u16(), at.elapsed());
+        route.metrics.record(status, at.elapsed());
     }
-    response
 }
 
 /// Why the proxy answered itself.

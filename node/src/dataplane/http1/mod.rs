@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::forward::{self, RequestBody};
 use super::incoming::Incoming;
 use super::upstream_client::UpstreamClient;
-use super::{admit, finish, path, request_host, Admission, ProxyContext, Refused, Started};
+use super::{account, admit, finish, limiter, path, request_host, Admission, ProxyContext, Refused, Started};
 use prefixed::Prefixed;
 use render::Next;
 
@@ -121,17 +121,31 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                 &started.request_id,
             )
             .await?;
-            Ok(forward::relay(
-                answer,
-                &started.request_id,
-                incoming.is_head(),
-                route.timeout,
-            ))
+            Ok((answer, route.timeout))
         }
         .await;
         let head_request = incoming.is_head();
-        let response = finish(outcome, admission, started);
-        match render::write(&mut io, response, head_request, &mut out).await {
+        let written = match outcome {
+            Ok((answer, timeout)) => {
+                account(
+                    &admission,
+                    answer.head.status.as_u16(),
+                    started.now_ms,
+                    started.at,
+                );
+                let mut added = Vec::with_capacity(4);
+                added.push((forward::X_REQUEST_ID, started.request_id));
+                if let Some(standing) = &admission.standing {
+                    added.extend(limiter::limit_headers(standing, started.now_ms));
+                }
+                render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await
+            }
+            Err(refused) => {
+                let response = finish(Err(refused), admission, started);
+                render::write(&mut io, response, head_request, &mut out).await
+            }
+        };
+        match written {
             Ok(Next::KeepAlive) => buf.advance(head.length),
             Ok(Next::Close) | Err(_) => return,
         }

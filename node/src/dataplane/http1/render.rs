@@ -2,16 +2,20 @@
 //! head, then the body, framed by its length or in chunks.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::time::SystemTime;
 
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::http::header::DATE;
+use actix_web::http::header::{HeaderName, HeaderValue, DATE};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
+use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::dataplane::idle::IdleTimeout;
+use crate::dataplane::upstream_client::head::Framing;
+use crate::dataplane::upstream_client::{ResponseBody, UpstreamResponse};
 
 /// How the connection may go on after an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +36,7 @@ pub async fn write<IO: AsyncWrite + Unpin>(
     let (head, body) = response.into_parts();
     let status = head.status();
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     for (name, value) in head.headers() {
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -66,18 +66,83 @@ pub async fn write<IO: AsyncWrite + Unpin>(
         Err(streamed) => streamed,
     };
     io.write_all(out).await?;
-    let chunked = size == BodySize::Stream;
-    loop {
-        match poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
-            Some(Ok(chunk)) if chunk.is_empty() => {}
-            Some(Ok(chunk)) if chunked => {
-                out.clear();
-                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-                out.extend_from_slice(&chunk);
-                out.extend_from_slice(b"\r\n");
-                io.write_all(out).await?;
+    let chunks = futures::stream::poll_fn(|cx| Pin::new(&mut body).poll_next(cx));
+    copy_body(io, chunks, size == BodySize::Stream, out).await
+}
+
+/// Writes the target's answer as the actix path's `relay` would send it, without building
+/// actix's response: the end-to-end headers as they came, then `added` (the request id, the
+/// caller's limit headers), a body read with the head in one piece, any other streamed with
+/// an idle timeout of `timeout`.
+pub async fn relay<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    answer: UpstreamResponse,
+    added: &[(HeaderName, HeaderValue)],
+    head_request: bool,
+    timeout: std::time::Duration,
+    out: &mut Vec<u8>,
+) -> io::Result<Next> {
+    let UpstreamResponse { head, body } = answer;
+    out.clear();
+    status_line(out, head.status);
+    let mut dated = false;
+    for (name, value) in head.headers.iter().chain(added) {
+        dated |= *name == DATE;
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !dated {
+        with_date(|date| field(out, b"date", date));
+    }
+    let bodiless = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+    match body {
+        _ if bodiless => {
+            out.extend_from_slice(b"\r\n");
+            io.write_all(out).await?;
+            Ok(Next::KeepAlive)
+        }
+        ResponseBody::Full(bytes) => {
+            length(out, bytes.len() as u64);
+            if !head_request {
+                out.extend_from_slice(&bytes);
             }
-            Some(Ok(chunk)) => io.write_all(&chunk).await?,
+            io.write_all(out).await?;
+            Ok(Next::KeepAlive)
+        }
+        // A HEAD answer keeps the length the upstream announced.
+        ResponseBody::Empty => {
+            length(out, head.content_length.filter(|_| head_request).unwrap_or(0));
+            io.write_all(out).await?;
+            Ok(Next::KeepAlive)
+        }
+        ResponseBody::Stream(stream) => {
+            let chunked = match head.framing {
+                Framing::Length(announced) => {
+                    length(out, announced);
+                    false
+                }
+                _ => {
+                    field(out, b"transfer-encoding", b"chunked");
+                    out.extend_from_slice(b"\r\n");
+                    true
+                }
+            };
+            io.write_all(out).await?;
+            copy_body(io, IdleTimeout::new(stream, timeout), chunked, out).await
+        }
+    }
+}
+
+/// Writes a body's chunks as they come, in chunked coding when `chunked`.
+async fn copy_body<IO, S, E>(io: &mut IO, chunks: S, chunked: bool, out: &mut Vec<u8>) -> io::Result<Next>
+where
+    IO: AsyncWrite + Unpin,
+    S: futures::Stream<Item = Result<bytes::Bytes, E>>,
+{
+    let mut chunks = std::pin::pin!(chunks);
+    loop {
+        match chunks.next().await {
+            Some(Ok(chunk)) if chunk.is_empty() => {}
+            Some(Ok(chunk)) => write_chunk(io, &chunk, chunked, out).await?,
             // What was announced cannot be delivered: only closing tells the client.
             Some(Err(_)) => return Ok(Next::Close),
             None if chunked => {
@@ -87,6 +152,36 @@ pub async fn write<IO: AsyncWrite + Unpin>(
             None => return Ok(Next::KeepAlive),
         }
     }
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends the head with the body's length.
+fn length(out: &mut Vec<u8>, length: u64) {
+    field(out, b"content-length", length.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+async fn write_chunk<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    chunk: &[u8],
+    chunked: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    if !chunked {
+        return io.write_all(chunk).await;
+    }
+    out.clear();
+    out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+    out.extend_from_slice(chunk);
+    out.extend_from_slice(b"\r\n");
+    io.write_all(out).await
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

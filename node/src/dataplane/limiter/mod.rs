@@ -337,12 +337,22 @@ impl LimitError {
 
 /// Adds `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) for `standing`.
 pub fn insert_headers(headers: &mut HeaderMap, standing: &Admission, now_ms: i64) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(standing.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(standing.remaining));
-    headers.insert(
-        RATELIMIT_RESET,
-        HeaderValue::from(seconds_until(standing.reset_ms, now_ms)),
-    );
+    for (name, value) in limit_headers(standing, now_ms) {
+        headers.insert(name, value);
+    }
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) for `standing`, for an answer
+/// written without a header map.
+pub fn limit_headers(standing: &Admission, now_ms: i64) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (RATELIMIT_LIMIT, HeaderValue::from(standing.limit)),
+        (RATELIMIT_REMAINING, HeaderValue::from(standing.remaining)),
+        (
+            RATELIMIT_RESET,
+            HeaderValue::from(seconds_until(standing.reset_ms, now_ms)),
+        ),
+    ]
 }
 
 /// Whole seconds from `now_ms` to `at_ms`, rounded up, at least 1.
