@@ -20,9 +20,9 @@ use super::jwt::{JwtVerifier, Verified};
 use super::read_model::KeyAuth;
 use super::route_table::CompiledRoute;
 use super::upstream::{choose, Target};
-use super::upstream_client::head::Framing;
+use super::upstream_client::head::{Framing, ResponseHead};
 use super::upstream_client::{
-    Exchange, ResponseBody, SendError, StreamedBody, UpstreamClient, UpstreamResponse,
+    BodyStream, Exchange, ResponseBody, SendError, StreamedBody, UpstreamClient, UpstreamResponse,
 };
 
 /// Bodies up to this size are read before forwarding, so a failed attempt can be retried
@@ -279,8 +279,42 @@ fn write_ip(ip: std::net::IpAddr, out: &mut Vec<u8>) {
     }
 }
 
-/// The upstream's answer, as the client gets it: the end-to-end headers and the request id,
-/// a body read with the head in one piece, any other streamed with an idle timeout.
+/// How the target's answer's body reaches the client: decided once here, and written by
+/// either HTTP front (actix's response in [`relay`], the proxy's own HTTP/1 front by hand).
+pub enum AnswerBody {
+    /// No body and no length: a 204 or 304.
+    None,
+    /// Read with the head.
+    Whole(Bytes),
+    /// No body follows, but this length is announced: a HEAD answer keeps the length the
+    /// upstream gave, an empty answer says 0.
+    Announced(u64),
+    /// Streams from the target with an idle timeout; with its length when the target gave
+    /// one, else in chunks.
+    Streamed(IdleTimeout<BodyStream>, Option<u64>),
+}
+
+impl AnswerBody {
+    pub fn of(head: &ResponseHead, body: ResponseBody, head_only: bool, timeout: Duration) -> Self {
+        let no_content = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+        match body {
+            _ if no_content => Self::None,
+            ResponseBody::Full(bytes) if head_only => Self::Announced(bytes.len() as u64),
+            ResponseBody::Full(bytes) => Self::Whole(bytes),
+            ResponseBody::Empty => Self::Announced(head.content_length.filter(|_| head_only).unwrap_or(0)),
+            ResponseBody::Stream(stream) => {
+                let length = match head.framing {
+                    Framing::Length(length) => Some(length),
+                    _ => None,
+                };
+                Self::Streamed(IdleTimeout::new(stream, timeout), length)
+            }
+        }
+    }
+}
+
+/// The upstream's answer as an actix response: the end-to-end headers and the request id,
+/// and the body as [`AnswerBody`] decides.
 pub fn relay(
     response: UpstreamResponse,
     request_id: &HeaderValue,
@@ -289,26 +323,17 @@ pub fn relay(
 ) -> HttpResponse {
     let UpstreamResponse { head, body } = response;
     let mut builder = HttpResponse::build(head.status);
-    let no_content = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
-    let mut answer = match body {
-        _ if no_content => builder.finish(),
-        ResponseBody::Full(bytes) => builder.body(bytes),
-        // A HEAD answer has no body but keeps the length the upstream announced: an empty
-        // body of that declared size makes the encoder write the header and nothing else.
-        ResponseBody::Empty => match head.content_length {
-            Some(length) if head_only => builder.body(SizedStream::new(
-                length,
-                futures::stream::empty::<Result<Bytes, std::io::Error>>(),
-            )),
-            _ => builder.finish(),
-        },
-        ResponseBody::Stream(stream) => {
-            let stream = IdleTimeout::new(stream, timeout);
-            match head.framing {
-                Framing::Length(length) => builder.body(SizedStream::new(length, stream)),
-                _ => builder.streaming(stream),
-            }
-        }
+    let mut answer = match AnswerBody::of(&head, body, head_only, timeout) {
+        AnswerBody::None | AnswerBody::Announced(0) => builder.finish(),
+        AnswerBody::Whole(bytes) => builder.body(bytes),
+        // An empty body of the announced size makes the encoder write the length and
+        // nothing else.
+        AnswerBody::Announced(length) => builder.body(SizedStream::new(
+            length,
+            futures::stream::empty::<Result<Bytes, std::io::Error>>(),
+        )),
+        AnswerBody::Streamed(stream, Some(length)) => builder.body(SizedStream::new(length, stream)),
+        AnswerBody::Streamed(stream, None) => builder.streaming(stream),
     };
     let headers = answer.headers_mut();
     for (name, value) in head.headers {

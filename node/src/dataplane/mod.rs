@@ -75,8 +75,17 @@ async fn handle(
     let view = ctx.read_model.load_full();
     let mut admission = Admission::default();
     let outcome: Result<HttpResponse, Refused> = async {
-        let admitted = admit(&ctx, &view, &incoming, started.now_ms, &mut admission).await?;
-        let route = admitted.route;
+        let (route, path) = route_of(&view, &incoming)?;
+        let admitted = admit(
+            &ctx,
+            &view,
+            &incoming,
+            route,
+            path,
+            started.now_ms,
+            &mut admission,
+        )
+        .await?;
         if let Some(ai) = &route.ai {
             let caller = admission.key.as_ref().map(|k| ai::AiCaller {
                 usage: k.usage.clone(),
@@ -107,12 +116,12 @@ async fn handle(
         ))
     }
     .await;
-    finish(outcome, admission, started)
+    finish(outcome, admission, &started)
 }
 
 /// What every request starts with: its clock readings and its id.
 pub struct Started {
-    pub at: std::time::Instant,
+    at: std::time::Instant,
     pub now_ms: i64,
     pub request_id: HeaderValue,
 }
@@ -166,15 +175,11 @@ impl<'v> Admitted<'v, '_> {
     }
 }
 
-/// Finds the request's route, then checks the replica's freshness, the caller and the
-/// caller's limits. What it learns goes into `admission` as it goes, for the answer.
-pub async fn admit<'v, 'r>(
-    ctx: &ProxyContext,
+/// The request's route in `view` (host, longest prefix, method), with its canonical path.
+pub fn route_of<'v, 'r>(
     view: &'v View,
     incoming: &incoming::Incoming<'r>,
-    now_ms: i64,
-    admission: &mut Admission<'v>,
-) -> Result<Admitted<'v, 'r>, Refused> {
+) -> Result<(&'v CompiledRoute, std::borrow::Cow<'r, str>), ProxyError> {
     let path = path::canonical(incoming.path)?;
     let route = view
         .routes
@@ -183,6 +188,21 @@ pub async fn admit<'v, 'r>(
             NoMatch::NoRoute => ProxyError::NoRoute,
             NoMatch::MethodNotAllowed => ProxyError::MethodNotAllowed,
         })?;
+    Ok((route, path))
+}
+
+/// Admits a request to its `route` (from [`route_of`]): checks the replica's freshness, the
+/// caller and the caller's limits. What it learns goes into `admission` as it goes, for
+/// the answer.
+pub async fn admit<'v, 'r>(
+    ctx: &ProxyContext,
+    view: &'v View,
+    incoming: &incoming::Incoming<'r>,
+    route: &'v CompiledRoute,
+    path: std::borrow::Cow<'r, str>,
+    now_ms: i64,
+    admission: &mut Admission<'v>,
+) -> Result<Admitted<'v, 'r>, Refused> {
     admission.route = Some(route);
     if route.auth != RouteAuth::None
         && view.stale_policy == StalePolicy::FailClosed
@@ -237,13 +257,9 @@ pub async fn admit<'v, 'r>(
 pub fn finish(
     outcome: Result<HttpResponse, Refused>,
     admission: Admission<'_>,
-    started: Started,
+    started: &Started,
 ) -> HttpResponse {
-    let Started {
-        at,
-        now_ms,
-        request_id,
-    } = started;
+    let now_ms = started.now_ms;
     let mut response = outcome.unwrap_or_else(|refused| {
         let mut response = match refused {
             Refused::Proxy(error) => {
@@ -255,23 +271,25 @@ pub fn finish(
                 error.response(now_ms)
             }
         };
-        response.headers_mut().insert(forward::X_REQUEST_ID, request_id);
+        response
+            .headers_mut()
+            .insert(forward::X_REQUEST_ID, started.request_id.clone());
         response
     });
     if let Some(standing) = &admission.standing {
         limiter::insert_headers(response.headers_mut(), standing, now_ms);
     }
-    account(&admission, response.status().as_u16(), now_ms, at);
+    account(&admission, response.status().as_u16(), started);
     response
 }
 
 /// Counts an answer with `status` for the key and the route.
-pub fn account(admission: &Admission<'_>, status: u16, now_ms: i64, at: std::time::Instant) {
+pub fn account(admission: &Admission<'_>, status: u16, started: &Started) {
     if let Some(key) = &admission.key {
-        key.usage.record(status, now_ms);
+        key.usage.record(status, started.now_ms);
     }
     if let Some(route) = admission.route {
-        route.metrics.record(status, at.elapsed());
+        route.metrics.record(status, started.at.elapsed());
     }
 }
 

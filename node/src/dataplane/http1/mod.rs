@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::forward::{self, RequestBody};
 use super::incoming::Incoming;
 use super::upstream_client::UpstreamClient;
-use super::{account, admit, finish, limiter, path, request_host, Admission, ProxyContext, Refused, Started};
+use super::{account, admit, finish, limiter, route_of, Admission, ProxyContext, Refused, Started};
 use prefixed::Prefixed;
 use render::Next;
 
@@ -87,16 +87,6 @@ pub async fn serve(mut io: TcpStream, front: Front) {
             return (front.handover)(Prefixed::new(buf, io), peer).await;
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        // AI routes read the request through actix; decided on the same view admission uses.
-        let ai_route = path::canonical(path).ok().and_then(|canonical| {
-            view.routes
-                .find(request_host(&head.headers), &canonical, &head.method)
-                .ok()
-                .map(|route| route.ai.is_some())
-        });
-        if ai_route == Some(true) {
-            return (front.handover)(Prefixed::new(buf, io), peer).await;
-        }
         let incoming = Incoming {
             method: &head.method,
             path,
@@ -105,12 +95,26 @@ pub async fn serve(mut io: TcpStream, front: Front) {
             peer: peer.map(|addr| addr.ip()),
             tls: false,
         };
+        // AI routes read the request through actix.
+        let routed = route_of(&view, &incoming);
+        if matches!(&routed, Ok((route, _)) if route.ai.is_some()) {
+            return (front.handover)(Prefixed::new(buf, io), peer).await;
+        }
         let started = Started::now(&head.headers);
         let mut admission = Admission::default();
         let outcome: Result<_, Refused> = async {
-            let admitted = admit(&front.ctx, &view, &incoming, started.now_ms, &mut admission).await?;
+            let (route, path) = routed?;
+            let admitted = admit(
+                &front.ctx,
+                &view,
+                &incoming,
+                route,
+                path,
+                started.now_ms,
+                &mut admission,
+            )
+            .await?;
             let caller = admitted.caller(&admission);
-            let route = admitted.route;
             let answer = forward::forward(
                 &front.client,
                 &incoming,
@@ -127,12 +131,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
         let head_request = incoming.is_head();
         let written = match outcome {
             Ok((answer, timeout)) => {
-                account(
-                    &admission,
-                    answer.head.status.as_u16(),
-                    started.now_ms,
-                    started.at,
-                );
+                account(&admission, answer.head.status.as_u16(), &started);
                 let mut added = Vec::with_capacity(4);
                 added.push((forward::X_REQUEST_ID, started.request_id));
                 if let Some(standing) = &admission.standing {
@@ -141,7 +140,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                 render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await
             }
             Err(refused) => {
-                let response = finish(Err(refused), admission, started);
+                let response = finish(Err(refused), admission, &started);
                 render::write(&mut io, response, head_request, &mut out).await
             }
         };

@@ -13,9 +13,8 @@ use actix_web::HttpResponse;
 use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::dataplane::idle::IdleTimeout;
-use crate::dataplane::upstream_client::head::Framing;
-use crate::dataplane::upstream_client::{ResponseBody, UpstreamResponse};
+use crate::dataplane::forward::AnswerBody;
+use crate::dataplane::upstream_client::UpstreamResponse;
 
 /// How the connection may go on after an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +71,7 @@ pub async fn write<IO: AsyncWrite + Unpin>(
 
 /// Writes the target's answer as the actix path's `relay` would send it, without building
 /// actix's response: the end-to-end headers as they came, then `added` (the request id, the
-/// caller's limit headers), a body read with the head in one piece, any other streamed with
-/// an idle timeout of `timeout`.
+/// caller's limit headers), then the body as [`AnswerBody`] decides.
 pub async fn relay<IO: AsyncWrite + Unpin>(
     io: &mut IO,
     answer: UpstreamResponse,
@@ -93,43 +91,32 @@ pub async fn relay<IO: AsyncWrite + Unpin>(
     if !dated {
         with_date(|date| field(out, b"date", date));
     }
-    let bodiless = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
-    match body {
-        _ if bodiless => {
+    let (stream, chunked) = match AnswerBody::of(&head, body, head_request, timeout) {
+        AnswerBody::None => {
             out.extend_from_slice(b"\r\n");
-            io.write_all(out).await?;
-            Ok(Next::KeepAlive)
+            return io.write_all(out).await.map(|()| Next::KeepAlive);
         }
-        ResponseBody::Full(bytes) => {
+        AnswerBody::Whole(bytes) => {
             length(out, bytes.len() as u64);
-            if !head_request {
-                out.extend_from_slice(&bytes);
-            }
-            io.write_all(out).await?;
-            Ok(Next::KeepAlive)
+            out.extend_from_slice(&bytes);
+            return io.write_all(out).await.map(|()| Next::KeepAlive);
         }
-        // A HEAD answer keeps the length the upstream announced.
-        ResponseBody::Empty => {
-            length(out, head.content_length.filter(|_| head_request).unwrap_or(0));
-            io.write_all(out).await?;
-            Ok(Next::KeepAlive)
+        AnswerBody::Announced(announced) => {
+            length(out, announced);
+            return io.write_all(out).await.map(|()| Next::KeepAlive);
         }
-        ResponseBody::Stream(stream) => {
-            let chunked = match head.framing {
-                Framing::Length(announced) => {
-                    length(out, announced);
-                    false
-                }
-                _ => {
-                    field(out, b"transfer-encoding", b"chunked");
-                    out.extend_from_slice(b"\r\n");
-                    true
-                }
-            };
-            io.write_all(out).await?;
-            copy_body(io, IdleTimeout::new(stream, timeout), chunked, out).await
+        AnswerBody::Streamed(stream, Some(announced)) => {
+            length(out, announced);
+            (stream, false)
         }
-    }
+        AnswerBody::Streamed(stream, None) => {
+            field(out, b"transfer-encoding", b"chunked");
+            out.extend_from_slice(b"\r\n");
+            (stream, true)
+        }
+    };
+    io.write_all(out).await?;
+    copy_body(io, stream, chunked, out).await
 }
 
 /// Writes a body's chunks as they come, in chunked coding when `chunked`.
