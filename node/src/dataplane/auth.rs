@@ -3,19 +3,20 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use cluster::{secret, KeyStatus};
 
 use super::error::ProxyError;
+use super::incoming::{visible_ascii, Headers};
 use super::read_model::{KeyAuth, View};
 
 /// The header that may carry an API key instead of `Authorization`.
 pub const X_API_KEY: &str = "x-api-key";
+const AUTHORIZATION: &str = "authorization";
 
 /// Returns the presented credential, if any. `Authorization: Bearer` wins over `X-API-Key`.
-fn presented(headers: &HeaderMap) -> Result<&str, ProxyError> {
+fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| ProxyError::InvalidCredential)?;
+        let value = visible_ascii(value).ok_or(ProxyError::InvalidCredential)?;
         if let Some((scheme, token)) = value.split_once(' ') {
             if scheme.eq_ignore_ascii_case("bearer") {
                 return Ok(token.trim());
@@ -26,18 +27,17 @@ fn presented(headers: &HeaderMap) -> Result<&str, ProxyError> {
         }
     }
     match headers.get(X_API_KEY) {
-        Some(value) => value
-            .to_str()
+        Some(value) => visible_ascii(value)
             .map(str::trim)
-            .map_err(|_| ProxyError::InvalidCredential),
+            .ok_or(ProxyError::InvalidCredential),
         None => Err(ProxyError::MissingCredential),
     }
 }
 
 /// Returns the bearer token of `Authorization: Bearer …` (JWT routes take no other form).
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ProxyError> {
+pub fn bearer_token(headers: Headers<'_>) -> Result<&str, ProxyError> {
     let value = headers.get(AUTHORIZATION).ok_or(ProxyError::MissingCredential)?;
-    let value = value.to_str().map_err(|_| ProxyError::InvalidToken)?;
+    let value = visible_ascii(value).ok_or(ProxyError::InvalidToken)?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
         _ => Err(ProxyError::InvalidToken),
@@ -46,7 +46,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ProxyError> {
 
 /// Authenticates the request's API key at `now_ms`: checksum first (a malformed key never
 /// reaches the lookup), then the hash in the read model, then the key's life cycle.
-pub fn authenticate(view: &View, headers: &HeaderMap, now_ms: i64) -> Result<Arc<KeyAuth>, ProxyError> {
+pub fn authenticate(view: &View, headers: Headers<'_>, now_ms: i64) -> Result<Arc<KeyAuth>, ProxyError> {
     let token = presented(headers)?;
     let hash = secret::verify(token).map_err(|_| ProxyError::InvalidCredential)?;
     let key = view
@@ -71,7 +71,7 @@ pub fn authenticate(view: &View, headers: &HeaderMap, now_ms: i64) -> Result<Arc
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
     use super::*;
     use crate::dataplane::read_model::Scopes;
@@ -111,8 +111,9 @@ mod tests {
     fn each_refusal_has_its_own_code() {
         let secret = secret::generate(&mut rand::thread_rng()).plaintext;
         let bearer = format!("Bearer {secret}");
-        let check =
-            |auth: KeyAuth, h: &HeaderMap| authenticate(&view_with(&secret, auth), h, 100).map(|_| ());
+        let check = |auth: KeyAuth, h: &HeaderMap| {
+            authenticate(&view_with(&secret, auth), Headers::Map(h), 100).map(|_| ())
+        };
         let by_bearer = headers(&[("authorization", &bearer)]);
         let by_header = headers(&[("x-api-key", &secret)]);
         assert_eq!(check(key(KeyStatus::Active, None, None), &by_bearer), Ok(()));

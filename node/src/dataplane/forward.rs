@@ -110,8 +110,8 @@ impl<'a> GatewayHeaders<'a> {
         }
     }
 
-    fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| *n == name)
+    fn contains(&self, name: &[u8]) -> bool {
+        self.0.iter().any(|(n, _)| n.as_bytes() == name)
     }
 }
 
@@ -137,7 +137,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
     } = *parts;
     let incoming = request.headers;
     let mut forwarded_for = Vec::with_capacity(64);
-    if let Some(earlier) = incoming.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+    if let Some(earlier) = incoming.get(X_FORWARDED_FOR.as_str()) {
         if !earlier.is_empty() {
             forwarded_for.extend_from_slice(earlier);
             forwarded_for.extend_from_slice(b", ");
@@ -152,8 +152,8 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
     gateway.set("x-request-id", request_id.as_bytes());
     gateway.set("x-forwarded-for", &forwarded_for);
     gateway.set("x-forwarded-proto", proto);
-    if let Some(host) = incoming.get(header::HOST) {
-        gateway.set("x-forwarded-host", host.as_bytes());
+    if let Some(host) = incoming.get("host") {
+        gateway.set("x-forwarded-host", host);
     }
     // A client's own copy of a header the route sets from claims never passes, even when
     // this token lacks the claim.
@@ -185,7 +185,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
     // How the body is delimited is the gateway's alone to say.
     gateway
         .0
-        .retain(|(name, _)| !is_hop_by_hop(name) && *name != "content-length");
+        .retain(|(name, _)| !is_hop_by_hop(name.as_bytes()) && *name != "content-length");
 
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(request.method.as_str().as_bytes());
@@ -201,49 +201,50 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         out.extend_from_slice(request.query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let hop_by_hop = HopByHop::new(|| incoming.get_all(header::CONNECTION).map(HeaderValue::as_bytes));
+    let hop_by_hop = HopByHop::new(|| incoming.get_all("connection"));
     let strip_credentials = caller.is_some();
-    for (name, value) in incoming {
-        let name = name.as_str();
+    for (name, value) in incoming.iter() {
         let owned_by_gateway = matches!(
             name,
-            "content-length"
-                | "expect"
-                | "x-forwarded-for"
-                | "x-forwarded-proto"
-                | "x-forwarded-host"
-                | "x-credentialflow-key-id"
-                | "x-credentialflow-tenant"
-                | "x-credentialflow-subject"
-                | "forwarded"
+            b"content-length"
+                | b"expect"
+                | b"x-forwarded-for"
+                | b"x-forwarded-proto"
+                | b"x-forwarded-host"
+                | b"x-credentialflow-key-id"
+                | b"x-credentialflow-tenant"
+                | b"x-credentialflow-subject"
+                | b"forwarded"
         ) || gateway.contains(name)
-            || claim_headers.iter().any(|owned| owned.as_str() == name);
+            || claim_headers
+                .iter()
+                .any(|owned| owned.as_str().as_bytes() == name);
         // On a keyed route the credential never leaves; on a public one, a gateway key a
         // client sends anyway (SDKs attach it to every call) is removed all the same.
-        let credential = (name == "authorization" || name == X_API_KEY)
-            && (strip_credentials || is_gateway_key(value.as_bytes()));
+        let credential = (name == b"authorization" || name == X_API_KEY.as_bytes())
+            && (strip_credentials || is_gateway_key(value));
         if owned_by_gateway || credential || hop_by_hop.drops(name) {
             continue;
         }
-        write_header(&mut out, name, value.as_bytes());
+        write_header(&mut out, name, value);
     }
     for (name, value) in &gateway.0 {
-        write_header(&mut out, name, value);
+        write_header(&mut out, name.as_bytes(), value);
     }
     match framing {
         BodyFraming::None => {}
         BodyFraming::Length(length) => {
-            write_header(&mut out, "content-length", length.to_string().as_bytes())
+            write_header(&mut out, b"content-length", length.to_string().as_bytes())
         }
-        BodyFraming::Chunked => write_header(&mut out, "transfer-encoding", b"chunked"),
+        BodyFraming::Chunked => write_header(&mut out, b"transfer-encoding", b"chunked"),
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
 }
 
-fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -336,8 +337,11 @@ pub fn relay(
         AnswerBody::Streamed(stream, None) => builder.streaming(stream),
     };
     let headers = answer.headers_mut();
-    for (name, value) in head.headers {
-        headers.append(name, value);
+    // The upstream client checked every name and value as the HTTP grammar has them.
+    for (name, value) in head.headers() {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            headers.append(name, value);
+        }
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
     answer

@@ -37,7 +37,7 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use cluster::{RouteAuth, StalePolicy};
 use rand::RngCore;
@@ -96,7 +96,7 @@ async fn handle(
                 .await
                 .map_err(Refused::Proxy);
         }
-        let body = forward::take_body(incoming.headers, payload).await?;
+        let body = forward::take_body(req.headers(), payload).await?;
         let caller = admitted.caller(&admission);
         let answer = forward::forward(
             &client,
@@ -127,7 +127,7 @@ pub struct Started {
 }
 
 impl Started {
-    pub fn now(headers: &HeaderMap) -> Self {
+    pub fn now(headers: incoming::Headers<'_>) -> Self {
         Self {
             at: std::time::Instant::now(),
             now_ms: clock::now_ms(),
@@ -306,12 +306,11 @@ impl From<ProxyError> for Refused {
 }
 
 /// Keeps a caller's `X-Request-Id` when it is sane, else makes one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(value) = headers.get(forward::X_REQUEST_ID) {
-        let sane =
-            !value.is_empty() && value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
-        if sane {
-            return value.clone();
+fn request_id(headers: incoming::Headers<'_>) -> HeaderValue {
+    if let Some(value) = headers.get(forward::X_REQUEST_ID.as_str()) {
+        let sane = !value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_graphic);
+        if let Some(kept) = sane.then(|| HeaderValue::from_bytes(value).ok()).flatten() {
+            return kept;
         }
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -326,8 +325,8 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// Returns the request's host without port.
-fn request_host(headers: &HeaderMap) -> Option<&str> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+fn request_host(headers: incoming::Headers<'_>) -> Option<&str> {
+    let host = incoming::visible_ascii(headers.get("host")?)?;
     if host.starts_with('[') {
         return host.split_inclusive(']').next();
     }
@@ -336,20 +335,22 @@ fn request_host(headers: &HeaderMap) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::http::header::{self, HeaderMap};
     use actix_web::test::TestRequest;
 
     use super::*;
+    use incoming::Headers;
 
     #[test]
     fn hosts_lose_their_port() {
         let req = TestRequest::default()
             .insert_header((header::HOST, "api.example:8080"))
             .to_http_request();
-        assert_eq!(request_host(req.headers()), Some("api.example"));
+        assert_eq!(request_host(Headers::Map(req.headers())), Some("api.example"));
         let req = TestRequest::default()
             .insert_header((header::HOST, "[::1]:8080"))
             .to_http_request();
-        assert_eq!(request_host(req.headers()), Some("[::1]"));
+        assert_eq!(request_host(Headers::Map(req.headers())), Some("[::1]"));
     }
 
     #[test]
@@ -357,9 +358,9 @@ mod tests {
         let kept = TestRequest::default()
             .insert_header(("x-request-id", "abc-123"))
             .to_http_request();
-        assert_eq!(request_id(kept.headers()), "abc-123");
-        let made = request_id(&HeaderMap::new());
+        assert_eq!(request_id(Headers::Map(kept.headers())), "abc-123");
+        let made = request_id(Headers::Map(&HeaderMap::new()));
         assert_eq!(made.len(), 32);
-        assert_ne!(made, request_id(&HeaderMap::new()));
+        assert_ne!(made, request_id(Headers::Map(&HeaderMap::new())));
     }
 }

@@ -15,12 +15,12 @@ pub mod listener;
 pub mod prefixed;
 mod render;
 
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::Method;
 use bytes::{Buf, BytesMut};
 use futures::future::LocalBoxFuture;
@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::forward::{self, RequestBody};
-use super::incoming::Incoming;
+use super::incoming::{Field, Headers, Incoming};
 use super::upstream_client::UpstreamClient;
 use super::{account, admit, finish, limiter, route_of, Admission, ProxyContext, Refused, Started};
 use prefixed::Prefixed;
@@ -58,13 +58,12 @@ pub struct Front {
     pub stopping: watch::Receiver<bool>,
 }
 
-/// A request head this loop serves, taken from the buffer.
+/// A request head this loop serves, read from the buffer; its fields are listed apart.
 struct Head {
     length: usize,
     method: Method,
     /// Where the request target's path and query are in the buffer.
     target: std::ops::Range<usize>,
-    headers: HeaderMap,
 }
 
 /// Serves requests on `io` until the client or the keep-alive timeout ends it, or hands it
@@ -75,9 +74,10 @@ pub async fn serve(mut io: TcpStream, front: Front) {
     let _ = io.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
+    let mut fields = Vec::with_capacity(16);
     let mut stopping = front.stopping.clone();
     loop {
-        let head = match next_head(&mut io, &mut buf, &mut stopping).await {
+        let head = match next_head(&mut io, &mut buf, &mut fields, &mut stopping).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(Declined) => return (front.handover)(Prefixed::new(buf, io), peer).await,
@@ -87,11 +87,15 @@ pub async fn serve(mut io: TcpStream, front: Front) {
             return (front.handover)(Prefixed::new(buf, io), peer).await;
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let headers = Headers::Spans {
+            buf: &buf,
+            fields: &fields,
+        };
         let incoming = Incoming {
             method: &head.method,
             path,
             query,
-            headers: &head.headers,
+            headers,
             peer: peer.map(|addr| addr.ip()),
             tls: false,
         };
@@ -100,7 +104,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
         if matches!(&routed, Ok((route, _)) if route.ai.is_some()) {
             return (front.handover)(Prefixed::new(buf, io), peer).await;
         }
-        let started = Started::now(&head.headers);
+        let started = Started::now(headers);
         let mut admission = Admission::default();
         let outcome: Result<_, Refused> = async {
             let (route, path) = routed?;
@@ -159,12 +163,13 @@ struct Declined;
 async fn next_head(
     io: &mut TcpStream,
     buf: &mut BytesMut,
+    fields: &mut Vec<Field>,
     stopping: &mut watch::Receiver<bool>,
 ) -> Result<Option<Head>, Declined> {
     let mut head_deadline = None;
     loop {
         if !buf.is_empty() {
-            if let Some(head) = examine(buf)? {
+            if let Some(head) = examine(buf, fields)? {
                 return Ok(Some(head));
             }
             if buf.len() > MAX_HEAD_BYTES {
@@ -188,45 +193,70 @@ async fn next_head(
     }
 }
 
-/// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete, `Declined` when
-/// it is not one this loop serves.
-fn examine(buf: &[u8]) -> Result<Option<Head>, Declined> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut slots);
-    let length = match request.parse(buf) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Declined),
-    };
-    if request.version != Some(1) {
-        return Err(Declined);
-    }
-    let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| Declined)?;
-    let target = request.path.unwrap_or_default();
-    if method == Method::CONNECT || !target.starts_with('/') {
-        return Err(Declined);
-    }
-    let start = target.as_ptr() as usize - buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
-    for field in request.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| Declined)?;
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| Declined)?;
-        let served = match name.as_str() {
-            "transfer-encoding" | "expect" | "upgrade" => false,
-            "content-length" => value.as_bytes().trim_ascii() == b"0",
-            "connection" => value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"keep-alive"),
-            _ => true,
+/// Parses the head at the start of `buf`, with its fields' places in `fields`: `Ok(None)`
+/// while it is incomplete, `Declined` when it is not one this loop serves. The field names
+/// are lower-cased in place, so that lookups compare bytes.
+fn examine(buf: &mut [u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Declined> {
+    fields.clear();
+    let (length, method, target) = {
+        // Left uninitialised: the parser writes only the slots it fills.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut request,
+            buf,
+            &mut slots,
+        );
+        let length = match parsed {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(Declined),
         };
-        if !served {
+        if request.version != Some(1) {
             return Err(Declined);
         }
-        headers.append(name, value);
+        let method =
+            Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| Declined)?;
+        let target = request.path.unwrap_or_default();
+        if method == Method::CONNECT || !target.starts_with('/') {
+            return Err(Declined);
+        }
+        let base = buf.as_ptr() as usize;
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        for field in request.headers.iter() {
+            let name = field.name.as_bytes();
+            let value = field.value.trim_ascii();
+            let served = if name.eq_ignore_ascii_case(b"content-length") {
+                value == b"0"
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                value.eq_ignore_ascii_case(b"keep-alive")
+            } else {
+                !(name.eq_ignore_ascii_case(b"transfer-encoding")
+                    || name.eq_ignore_ascii_case(b"expect")
+                    || name.eq_ignore_ascii_case(b"upgrade"))
+            };
+            if !served {
+                return Err(Declined);
+            }
+            fields.push(Field {
+                name: span(name),
+                value: span(field.value),
+            });
+        }
+        (length, method, span(target.as_bytes()))
+    };
+    for field in fields.iter() {
+        if let Some(name) = buf.get_mut(field.name.clone()) {
+            name.make_ascii_lowercase();
+        }
     }
     Ok(Some(Head {
         length,
         method,
-        target: start..start + target.len(),
-        headers,
+        target,
     }))
 }
 

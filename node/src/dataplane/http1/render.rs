@@ -84,8 +84,11 @@ pub async fn relay<IO: AsyncWrite + Unpin>(
     out.clear();
     status_line(out, head.status);
     let mut dated = false;
-    for (name, value) in head.headers.iter().chain(added) {
-        dated |= *name == DATE;
+    for (name, value) in head.headers() {
+        dated |= name == DATE.as_str().as_bytes();
+        field(out, name, value);
+    }
+    for (name, value) in added {
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !dated {

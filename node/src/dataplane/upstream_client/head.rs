@@ -4,11 +4,11 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::dataplane::hop_by_hop::{listed_in_connection, HopByHop};
+use crate::dataplane::incoming::Field;
 
 /// Longest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -32,14 +32,28 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    /// End-to-end headers: without hop-by-hop ones, those `Connection` lists, and the
+    /// The head as received, with its field names lower-cased; `fields` are spans of it.
+    raw: Bytes,
+    /// The end-to-end fields: without hop-by-hop ones, those `Connection` lists, and the
     /// framing headers (`Content-Length`, `Transfer-Encoding`), which the proxy sets anew.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Kept as spans so that relaying a field costs a copy of its bytes and nothing more.
+    fields: Vec<Field>,
     /// The length the upstream announced, kept for the answer to a HEAD request.
     pub content_length: Option<u64>,
     pub framing: Framing,
     /// Whether the connection may carry another request once this body is read.
     pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    /// The end-to-end headers as (lower-case name, value), in the order received. A name
+    /// is a token (RFC 9110 §5.1), a value holds no control character other than tab.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let raw = &self.raw[..];
+        self.fields
+            .iter()
+            .filter_map(move |field| Some((raw.get(field.name.clone())?, raw.get(field.value.clone())?)))
+    }
 }
 
 /// The upstream's answer cannot be relayed.
@@ -55,13 +69,13 @@ pub enum HeadError {
     SwitchingProtocols,
 }
 
-/// What one parse of a complete head found, with header values as ranges of the buffer so
-/// they can be shared from it once the parse lets go of it.
+/// What one parse of a complete head found.
 struct Parsed {
     length: usize,
     code: u16,
     http11: bool,
-    headers: Vec<(HeaderName, Range<usize>)>,
+    /// The end-to-end fields (see [`ResponseHead::fields`]).
+    fields: Vec<Field>,
     content_length: Option<u64>,
     chunked: Option<bool>,
     close: bool,
@@ -88,16 +102,7 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHe
         }
         let status =
             StatusCode::from_u16(parsed.code).map_err(|_| HeadError::Malformed(httparse::Error::Status))?;
-        let head = buf.split_to(parsed.length).freeze();
-        let headers = parsed
-            .headers
-            .into_iter()
-            .filter_map(|(name, range)| {
-                HeaderValue::from_maybe_shared(head.slice(range))
-                    .ok()
-                    .map(|value| (name, value))
-            })
-            .collect();
+        let raw = buf.split_to(parsed.length).freeze();
         let no_body = head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let framing = match (no_body, parsed.chunked, parsed.content_length) {
             (true, _, _) => Framing::Empty,
@@ -114,7 +119,8 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHe
             && !(parsed.chunked.is_some() && parsed.content_length.is_some());
         return Ok(Some(ResponseHead {
             status,
-            headers,
+            raw,
+            fields: parsed.fields,
             content_length: parsed.content_length,
             framing,
             keep_alive,
@@ -122,69 +128,82 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHe
     }
 }
 
-/// Parses one head without consuming it.
-fn parse_one(buf: &[u8]) -> Result<Option<Parsed>, HeadError> {
-    // Left uninitialised: the parser writes only the slots it fills, and clearing all 128
-    // (4 KB) for every answer is work for nothing.
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let parsed =
-        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
-    let length = match parsed {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(error) => return Err(HeadError::Malformed(error)),
+/// Parses one head without consuming it; a complete head's field names are lower-cased in
+/// place.
+fn parse_one(buf: &mut [u8]) -> Result<Option<Parsed>, HeadError> {
+    let mut fields = Vec::new();
+    let (length, code, http11) = {
+        // Left uninitialised: the parser writes only the slots it fills, and clearing all
+        // 128 (4 KB) for every answer is work for nothing.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        let length = match parsed {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(HeadError::Malformed(error)),
+        };
+        let code = response
+            .code
+            .ok_or(HeadError::Malformed(httparse::Error::Status))?;
+        let base = buf.as_ptr() as usize;
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        fields.reserve_exact(response.headers.len());
+        fields.extend(response.headers.iter().map(|field| Field {
+            name: span(field.name.as_bytes()),
+            value: span(field.value),
+        }));
+        (length, code, response.version == Some(1))
     };
-    let code = response
-        .code
-        .ok_or(HeadError::Malformed(httparse::Error::Status))?;
-    let fields = &*response.headers;
+    for field in &fields {
+        if let Some(name) = buf.get_mut(field.name.clone()) {
+            name.make_ascii_lowercase();
+        }
+    }
+    let buf = &*buf;
+    let text = |range: &Range<usize>| buf.get(range.clone()).unwrap_or_default();
     let connection_values = || {
         fields
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .map(|h| h.value)
+            .filter(|field| text(&field.name) == b"connection")
+            .map(|field| text(&field.value))
     };
-    let close = listed_in_connection(connection_values(), "close");
+    let close = listed_in_connection(connection_values(), b"close");
     let hop_by_hop = HopByHop::new(connection_values);
     let mut content_length = None;
     let mut chunked = None;
-    let mut headers = Vec::with_capacity(fields.len());
-    let base = buf.as_ptr() as usize;
-    for field in fields {
-        // The framing headers and `Connection`, in nearly every answer, are recognised
-        // before a `HeaderName` is made for them: only relayed headers need one.
-        let raw = field.name.as_bytes();
-        if raw.eq_ignore_ascii_case(b"content-length") {
-            let length = parse_length(field.value).ok_or(HeadError::BadLength)?;
-            if content_length.is_some_and(|earlier| earlier != length) {
-                return Err(HeadError::BadLength);
+    let mut relayed = Vec::with_capacity(fields.len());
+    for field in &fields {
+        let (name, value) = (text(&field.name), text(&field.value));
+        match name {
+            b"content-length" => {
+                let length = parse_length(value).ok_or(HeadError::BadLength)?;
+                if content_length.is_some_and(|earlier| earlier != length) {
+                    return Err(HeadError::BadLength);
+                }
+                content_length = Some(length);
             }
-            content_length = Some(length);
-            continue;
-        }
-        if raw.eq_ignore_ascii_case(b"transfer-encoding") {
-            // The last coding decides; a later field overrides an earlier one.
-            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            continue;
-        }
-        if raw.eq_ignore_ascii_case(b"connection") {
-            continue;
-        }
-        let Ok(name) = HeaderName::from_bytes(raw) else {
-            return Err(HeadError::Malformed(httparse::Error::HeaderName));
-        };
-        if !hop_by_hop.drops(name.as_str()) {
-            let start = field.value.as_ptr() as usize - base;
-            headers.push((name, start..start + field.value.len()));
+            b"transfer-encoding" => {
+                // The last coding decides; a later field overrides an earlier one.
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            _ if hop_by_hop.drops(name) => {}
+            _ => relayed.push(field.clone()),
         }
     }
     Ok(Some(Parsed {
         length,
         code,
-        http11: response.version == Some(1),
-        headers,
+        http11,
+        fields: relayed,
         content_length,
         chunked,
         close,
@@ -214,10 +233,9 @@ mod tests {
     }
 
     fn header<'a>(head: &'a ResponseHead, name: &str) -> Option<&'a [u8]> {
-        head.headers
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, v)| v.as_bytes())
+        head.headers()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
     }
 
     #[test]
@@ -332,7 +350,10 @@ mod tests {
     /// stays open.
     fn relayed(input: &[u8]) -> (Vec<String>, bool) {
         let head = parse_all(input, false).expect("valid").expect("complete");
-        let names = head.headers.iter().map(|(n, _)| n.as_str().to_owned()).collect();
+        let names = head
+            .headers()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
         (names, head.keep_alive)
     }
 
