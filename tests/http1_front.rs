@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::upstream::Upstream;
@@ -223,4 +223,42 @@ fn a_streamed_answer_is_relayed_in_chunks_and_the_connection_goes_on() {
     assert_eq!(text.lines().last(), Some("piece 2999"));
     connection.send(get("/next", &key).as_bytes());
     assert_eq!(connection.answer(false).json()["path"], "/next");
+}
+
+#[test]
+fn a_busy_connection_stays_open_and_an_idle_one_closes_after_the_keep_alive() {
+    let (cluster, _upstream, key) = gateway();
+    let mut connection = Connection::open(cluster.node(1).proxy_port);
+    // Requests for longer than the keep-alive (5 s): the connection's timer, first set for
+    // 5 s after it opened, must not end a connection that has been busy all along.
+    let busy_until = Instant::now() + Duration::from_secs(6);
+    let mut served = 0;
+    while Instant::now() < busy_until {
+        connection.send(get("/busy", &key).as_bytes());
+        assert_eq!(connection.answer(false).status, 200, "after {served} answers");
+        served += 1;
+    }
+    let idle_since = Instant::now();
+    assert!(connection.closed(), "an idle connection is closed");
+    let idle = idle_since.elapsed();
+    assert!(
+        (Duration::from_millis(4500)..Duration::from_secs(9)).contains(&idle),
+        "closed after {idle:?} idle, the keep-alive is 5 s"
+    );
+}
+
+#[test]
+fn stopping_the_node_closes_its_idle_connections_at_once() {
+    let (mut cluster, _upstream, key) = gateway();
+    let mut connection = Connection::open(cluster.node(1).proxy_port);
+    connection.send(get("/before-stop", &key).as_bytes());
+    assert_eq!(connection.answer(false).status, 200);
+    let stopping_at = Instant::now();
+    let node = cluster.node_mut(1);
+    node.signal(support::Signal::SIGTERM);
+    assert!(connection.closed(), "the idle connection is closed on stop");
+    let waited = stopping_at.elapsed();
+    // Well under the 5 s keep-alive: the stop closed it, not the timer.
+    assert!(waited < Duration::from_secs(3), "closed {waited:?} after SIGTERM");
+    assert!(node.wait_exit().success());
 }

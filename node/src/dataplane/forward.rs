@@ -10,8 +10,10 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use super::auth::X_API_KEY;
+use super::deadline::Deadline;
 use super::error::ProxyError;
 use super::hop_by_hop::{is_hop_by_hop, HopByHop};
 use super::idle::IdleTimeout;
@@ -348,7 +350,8 @@ pub fn relay(
 }
 
 /// Forwards the request, retrying on other targets where that is safe. Returns the
-/// target's answer, or why there is none.
+/// target's answer, or why there is none. Each attempt has the route's timeout, kept by
+/// `deadline` (the connection's own timer, or one for this request alone).
 pub async fn forward(
     client: &UpstreamClient,
     incoming: &Incoming<'_>,
@@ -357,6 +360,7 @@ pub async fn forward(
     route: &CompiledRoute,
     caller: Option<Caller<'_>>,
     request_id: &HeaderValue,
+    deadline: &mut Deadline,
 ) -> Result<UpstreamResponse, ProxyError> {
     if let Some(Err(())) = &route.upstream_auth {
         return Err(ProxyError::UpstreamCredentialUnavailable);
@@ -421,7 +425,13 @@ pub async fn forward(
             head_request: head_only,
             resend_if_stale: idempotent && replayable,
         };
-        match tokio::time::timeout(route.timeout, client.send(exchange)).await {
+        deadline.set(Instant::now() + route.timeout);
+        let sent = tokio::select! {
+            biased;
+            sent = client.send(exchange) => Ok(sent),
+            () = deadline.expired() => Err(()),
+        };
+        match sent {
             Ok(Ok(response)) if matches!(response.head.status.as_u16(), 502 | 503) => {
                 // Worth another target, but no sign the target is down: passive ejection
                 // counts transport failures only, which a client cannot provoke.

@@ -10,6 +10,7 @@
 //! - [`upstream`]: target health and the choice of a target;
 //! - [`incoming`]: what is read of a client's request, apart from the server that parsed it;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
+//! - [`deadline`]: a connection's one timer, moved without re-arming;
 //! - [`http1`]: the listener's own HTTP/1.1 front for the common request, before actix;
 //! - [`idle`]: the idle timeout of a streamed response body;
 //! - [`limiter`]: cluster-wide rate limits and quotas spent from locally held slices;
@@ -18,6 +19,7 @@
 
 pub mod ai;
 pub mod auth;
+pub mod deadline;
 pub mod error;
 pub mod forward;
 pub mod hop_by_hop;
@@ -106,6 +108,7 @@ async fn handle(
             route,
             caller,
             &started.request_id,
+            &mut deadline::Deadline::new(),
         )
         .await?;
         Ok(forward::relay(

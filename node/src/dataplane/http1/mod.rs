@@ -15,8 +15,10 @@ pub mod listener;
 pub mod prefixed;
 mod render;
 
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::deadline::Deadline;
 use super::forward::{self, RequestBody};
 use super::incoming::{Field, Headers, Incoming};
 use super::upstream_client::UpstreamClient;
@@ -75,9 +78,13 @@ pub async fn serve(mut io: TcpStream, front: Front) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
     let mut fields = Vec::with_capacity(16);
+    // One timer and one stop notification for the connection's life, not one per wait.
+    let mut deadline = Deadline::new();
+    deadline.set(Instant::now() + KEEP_ALIVE);
     let mut stopping = front.stopping.clone();
+    let mut stop = std::pin::pin!(stopping.wait_for(|stopping| *stopping));
     loop {
-        let head = match next_head(&mut io, &mut buf, &mut fields, &mut stopping).await {
+        let head = match next_head(&mut io, &mut buf, &mut fields, &mut deadline, stop.as_mut()).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(Declined) => return (front.handover)(Prefixed::new(buf, io), peer).await,
@@ -127,6 +134,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                 route,
                 caller,
                 &started.request_id,
+                &mut deadline,
             )
             .await?;
             Ok((answer, route.timeout))
@@ -149,7 +157,10 @@ pub async fn serve(mut io: TcpStream, front: Front) {
             }
         };
         match written {
-            Ok(Next::KeepAlive) => buf.advance(head.length),
+            Ok(Next::KeepAlive) => {
+                buf.advance(head.length);
+                deadline.set(Instant::now() + KEEP_ALIVE);
+            }
             Ok(Next::Close) | Err(_) => return,
         }
     }
@@ -160,35 +171,38 @@ struct Declined;
 
 /// Reads until the buffer starts with a whole head. `Ok(None)`: the connection is over
 /// (closed, idle past the keep-alive, a head too slow, or the node stopping while idle).
-async fn next_head(
+/// `deadline` holds the keep-alive set after the previous answer; once part of a head has
+/// arrived, the rest must follow within [`HEAD_TIMEOUT`].
+async fn next_head<S: Future + ?Sized>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     fields: &mut Vec<Field>,
-    stopping: &mut watch::Receiver<bool>,
+    deadline: &mut Deadline,
+    mut stop: Pin<&mut S>,
 ) -> Result<Option<Head>, Declined> {
-    let mut head_deadline = None;
+    let mut head_timed = false;
     loop {
-        if !buf.is_empty() {
+        let idle = buf.is_empty();
+        if !idle {
             if let Some(head) = examine(buf, fields)? {
                 return Ok(Some(head));
             }
             if buf.len() > MAX_HEAD_BYTES {
                 return Err(Declined);
             }
+            if !head_timed {
+                deadline.set(Instant::now() + HEAD_TIMEOUT);
+                head_timed = true;
+            }
         }
-        let deadline = if buf.is_empty() {
-            Instant::now() + KEEP_ALIVE
-        } else {
-            *head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT)
-        };
-        let idle = buf.is_empty();
         tokio::select! {
             biased;
-            _ = stopping.wait_for(|stopping| *stopping), if idle => return Ok(None),
-            read = tokio::time::timeout_at(deadline, io.read_buf(buf)) => match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
-                Ok(Ok(_)) => {}
+            _ = stop.as_mut(), if idle => return Ok(None),
+            read = io.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
             },
+            () = deadline.expired() => return Ok(None),
         }
     }
 }
