@@ -65,7 +65,14 @@ impl Connection {
                 break;
             }
             let (name, value) = line.split_once(':').expect("header field");
-            headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+            // A repeated field shows as its values joined, as a client would combine them.
+            headers
+                .entry(name.to_ascii_lowercase())
+                .and_modify(|earlier: &mut String| {
+                    earlier.push_str(", ");
+                    earlier.push_str(value.trim());
+                })
+                .or_insert_with(|| value.trim().to_owned());
         }
         let mut body = Vec::new();
         if !head_request {
@@ -261,4 +268,20 @@ fn stopping_the_node_closes_its_idle_connections_at_once() {
     // Well under the 5 s keep-alive: the stop closed it, not the timer.
     assert!(waited < Duration::from_secs(3), "closed {waited:?} after SIGTERM");
     assert!(node.wait_exit().success());
+}
+
+#[test]
+fn the_gateway_request_id_replaces_the_one_the_target_sends() {
+    let (cluster, _upstream, key) = gateway();
+    let mut connection = Connection::open(cluster.node(1).proxy_port);
+    connection.send(
+        format!("GET /own-request-id HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\nX-Request-Id: from-the-client\r\n\r\n")
+            .as_bytes(),
+    );
+    let answer = connection.answer(false);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.headers["x-request-id"], "from-the-client",
+        "one id, the gateway's"
+    );
 }

@@ -96,6 +96,7 @@ impl Upstream {
                     )
                     .route("/delay/{ms}", web::get().to(slow))
                     .route("/pieces/{count}", web::get().to(pieces))
+                    .route("/own-request-id", web::get().to(own_request_id))
                     .default_service(web::to(echo))
             })
             .workers(2)
@@ -129,6 +130,13 @@ async fn pieces(count: web::Path<u32>) -> HttpResponse {
     let lines =
         (0..count.into_inner()).map(|i| Ok::<_, actix_web::Error>(web::Bytes::from(format!("piece {i}\n"))));
     HttpResponse::Ok().streaming(futures::stream::iter(lines))
+}
+
+/// Answers with a request id of its own, as many services do.
+async fn own_request_id() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("x-request-id", "from-the-upstream"))
+        .body("ok")
 }
 
 async fn echo(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cluster::{secret, KeyStatus};
 
 use super::error::ProxyError;
-use super::incoming::{visible_ascii, Headers};
+use super::incoming::Headers;
 use super::read_model::{KeyAuth, View};
 
 /// The header that may carry an API key instead of `Authorization`.
@@ -16,7 +16,7 @@ const AUTHORIZATION: &str = "authorization";
 /// Returns the presented credential, if any. `Authorization: Bearer` wins over `X-API-Key`.
 fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = visible_ascii(value).ok_or(ProxyError::InvalidCredential)?;
+        let value = std::str::from_utf8(value).map_err(|_| ProxyError::InvalidCredential)?;
         if let Some((scheme, token)) = value.split_once(' ') {
             if scheme.eq_ignore_ascii_case("bearer") {
                 return Ok(token.trim());
@@ -27,9 +27,9 @@ fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
         }
     }
     match headers.get(X_API_KEY) {
-        Some(value) => visible_ascii(value)
+        Some(value) => std::str::from_utf8(value)
             .map(str::trim)
-            .ok_or(ProxyError::InvalidCredential),
+            .map_err(|_| ProxyError::InvalidCredential),
         None => Err(ProxyError::MissingCredential),
     }
 }
@@ -37,7 +37,7 @@ fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
 /// Returns the bearer token of `Authorization: Bearer …` (JWT routes take no other form).
 pub fn bearer_token(headers: Headers<'_>) -> Result<&str, ProxyError> {
     let value = headers.get(AUTHORIZATION).ok_or(ProxyError::MissingCredential)?;
-    let value = visible_ascii(value).ok_or(ProxyError::InvalidToken)?;
+    let value = std::str::from_utf8(value).map_err(|_| ProxyError::InvalidToken)?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
         _ => Err(ProxyError::InvalidToken),

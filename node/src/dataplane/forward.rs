@@ -10,6 +10,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::auth::X_API_KEY;
@@ -20,6 +21,7 @@ use super::idle::IdleTimeout;
 use super::incoming::Incoming;
 use super::jwt::{JwtVerifier, Verified};
 use super::read_model::KeyAuth;
+use super::request_id::{RequestId, X_REQUEST_ID};
 use super::route_table::CompiledRoute;
 use super::upstream::{choose, Target};
 use super::upstream_client::head::{Framing, ResponseHead};
@@ -31,7 +33,6 @@ use super::upstream_client::{
 /// on another target. Larger bodies stream through and get one attempt.
 pub const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What this request's body is, decided before the first attempt.
@@ -102,7 +103,7 @@ enum BodyFraming {
 
 /// Headers the gateway sets upstream, in order; setting a name again replaces its value,
 /// as the gateway's later decisions override its earlier ones.
-struct GatewayHeaders<'a>(Vec<(&'a str, &'a [u8])>);
+struct GatewayHeaders<'a>(SmallVec<[(&'a str, &'a [u8]); 16]>);
 
 impl<'a> GatewayHeaders<'a> {
     fn set(&mut self, name: &'a str, value: &'a [u8]) {
@@ -117,20 +118,22 @@ impl<'a> GatewayHeaders<'a> {
     }
 }
 
-/// Everything of a request head that depends on this request and route, not on the target.
-struct HeadParts<'a> {
-    incoming: &'a Incoming<'a>,
-    path: &'a str,
-    route: &'a CompiledRoute,
-    caller: Option<Caller<'a>>,
-    request_id: &'a HeaderValue,
+/// What is forwarded: everything of the upstream request that depends on this request and
+/// route, not on the target.
+pub struct Outbound<'a> {
+    pub incoming: &'a Incoming<'a>,
+    /// The canonical path the route matched.
+    pub path: &'a str,
+    pub route: &'a CompiledRoute,
+    pub caller: Option<Caller<'a>>,
+    pub request_id: &'a RequestId,
 }
 
 /// Writes the request head for one attempt on `target`, then `body` (a body read ahead):
 /// the client's end-to-end headers without its credential, and the gateway's own
 /// (`Host`, `X-Request-Id`, `X-Forwarded-*`, the caller's identity, the route's headers).
-fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, body: &[u8]) -> Vec<u8> {
-    let HeadParts {
+fn request_head(parts: &Outbound<'_>, target: &Target, framing: BodyFraming, body: &[u8]) -> Vec<u8> {
+    let Outbound {
         incoming: request,
         path,
         route,
@@ -138,7 +141,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         request_id,
     } = *parts;
     let incoming = request.headers;
-    let mut forwarded_for = Vec::with_capacity(64);
+    let mut forwarded_for = SmallVec::<[u8; 64]>::new();
     if let Some(earlier) = incoming.get(X_FORWARDED_FOR.as_str()) {
         if !earlier.is_empty() {
             forwarded_for.extend_from_slice(earlier);
@@ -149,7 +152,7 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
         write_ip(peer, &mut forwarded_for);
     }
     let proto: &[u8] = if request.tls { b"https" } else { b"http" };
-    let mut gateway = GatewayHeaders(Vec::with_capacity(16));
+    let mut gateway = GatewayHeaders(SmallVec::new());
     gateway.set("host", target.host_value.as_bytes());
     gateway.set("x-request-id", request_id.as_bytes());
     gateway.set("x-forwarded-for", &forwarded_for);
@@ -235,9 +238,11 @@ fn request_head(parts: &HeadParts<'_>, target: &Target, framing: BodyFraming, bo
     }
     match framing {
         BodyFraming::None => {}
-        BodyFraming::Length(length) => {
-            write_header(&mut out, b"content-length", length.to_string().as_bytes())
-        }
+        BodyFraming::Length(length) => write_header(
+            &mut out,
+            b"content-length",
+            itoa::Buffer::new().format(length).as_bytes(),
+        ),
         BodyFraming::Chunked => write_header(&mut out, b"transfer-encoding", b"chunked"),
     }
     out.extend_from_slice(b"\r\n");
@@ -262,7 +267,7 @@ fn is_gateway_key(value: &[u8]) -> bool {
 }
 
 /// Appends the textual form of `ip` without going through the formatter for IPv4.
-fn write_ip(ip: std::net::IpAddr, out: &mut Vec<u8>) {
+fn write_ip(ip: std::net::IpAddr, out: &mut SmallVec<[u8; 64]>) {
     match ip {
         std::net::IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -320,7 +325,7 @@ impl AnswerBody {
 /// and the body as [`AnswerBody`] decides.
 pub fn relay(
     response: UpstreamResponse,
-    request_id: &HeaderValue,
+    request_id: &RequestId,
     head_only: bool,
     timeout: Duration,
 ) -> HttpResponse {
@@ -345,7 +350,7 @@ pub fn relay(
             headers.append(name, value);
         }
     }
-    headers.insert(X_REQUEST_ID, request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.header_value());
     answer
 }
 
@@ -354,26 +359,21 @@ pub fn relay(
 /// `deadline` (the connection's own timer, or one for this request alone).
 pub async fn forward(
     client: &UpstreamClient,
-    incoming: &Incoming<'_>,
-    path: &str,
+    parts: Outbound<'_>,
     mut body: RequestBody,
-    route: &CompiledRoute,
-    caller: Option<Caller<'_>>,
-    request_id: &HeaderValue,
     deadline: &mut Deadline,
 ) -> Result<UpstreamResponse, ProxyError> {
+    let Outbound {
+        incoming,
+        route,
+        request_id,
+        ..
+    } = parts;
     if let Some(Err(())) = &route.upstream_auth {
         return Err(ProxyError::UpstreamCredentialUnavailable);
     }
     let idempotent = is_idempotent(incoming.method);
     let head_only = *incoming.method == Method::HEAD;
-    let parts = HeadParts {
-        incoming,
-        path,
-        route,
-        caller,
-        request_id,
-    };
     // At most `MAX_RETRIES + 1` attempts: room for all of them on the stack.
     let mut tried_slots = [0usize; cluster::route::MAX_RETRIES as usize + 1];
     let mut attempts = 0;
@@ -465,7 +465,7 @@ pub async fn forward(
     }
 }
 
-fn log_ejection(target: &Target, ejected: bool, request_id: &HeaderValue) {
+fn log_ejection(target: &Target, ejected: bool, request_id: &RequestId) {
     if ejected {
         tracing::warn!(request_id = ?request_id, target = %target.url, "upstream target ejected after consecutive failures");
     }
@@ -488,9 +488,12 @@ mod tests {
             "fe80::1",
         ] {
             let parsed: IpAddr = ip.parse().expect("ip");
-            let mut out = Vec::new();
+            let mut out = SmallVec::new();
             write_ip(parsed, &mut out);
-            assert_eq!(String::from_utf8(out).expect("ascii"), parsed.to_string());
+            assert_eq!(
+                String::from_utf8(out.to_vec()).expect("ascii"),
+                parsed.to_string()
+            );
         }
     }
 

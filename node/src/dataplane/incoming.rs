@@ -113,16 +113,6 @@ impl<'a> Iterator for FieldIter<'a> {
     }
 }
 
-/// A header value as text when it is visible ASCII (with spaces and tabs), as a credential
-/// or host must be.
-pub fn visible_ascii(value: &[u8]) -> Option<&str> {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::{HeaderName, HeaderValue};
@@ -168,12 +158,5 @@ mod tests {
             assert_eq!(all, [&b"x"[..], &b"y"[..]]);
             assert_eq!(headers.iter().count(), 3);
         }
-    }
-
-    #[test]
-    fn only_visible_ascii_is_text() {
-        assert_eq!(visible_ascii(b"Bearer abc\tdef"), Some("Bearer abc\tdef"));
-        assert_eq!(visible_ascii("caf\u{e9}".as_bytes()), None);
-        assert_eq!(visible_ascii(b"a\x7fb"), None);
     }
 }

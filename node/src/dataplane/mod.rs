@@ -8,6 +8,7 @@
 //! - [`auth`]: the API key and its life cycle;
 //! - [`jwt`]: JSON Web Tokens on `auth: jwt` routes, with per-node JWKS caches;
 //! - [`upstream`]: target health and the choice of a target;
+//! - [`request_id`]: the id a request's answer, upstream request and logs share;
 //! - [`incoming`]: what is read of a client's request, apart from the server that parsed it;
 //! - [`forward`]: one request to the upstream, with retries and streaming;
 //! - [`deadline`]: a connection's one timer, moved without re-arming;
@@ -31,6 +32,7 @@ pub mod limiter;
 pub mod path;
 pub mod pii;
 pub mod read_model;
+pub mod request_id;
 pub mod route_table;
 pub mod upstream;
 pub mod upstream_client;
@@ -39,10 +41,8 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::HeaderValue;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use cluster::{RouteAuth, StalePolicy};
-use rand::RngCore;
 
 use crate::clock;
 use cluster::peer::LeaderContact;
@@ -99,18 +99,8 @@ async fn handle(
                 .map_err(Refused::Proxy);
         }
         let body = forward::take_body(req.headers(), payload).await?;
-        let caller = admitted.caller(&admission);
-        let answer = forward::forward(
-            &client,
-            &incoming,
-            &admitted.path,
-            body,
-            route,
-            caller,
-            &started.request_id,
-            &mut deadline::Deadline::new(),
-        )
-        .await?;
+        let outbound = admitted.outbound(&incoming, &admission, &started.request_id);
+        let answer = forward::forward(&client, outbound, body, &mut deadline::Deadline::new()).await?;
         Ok(forward::relay(
             answer,
             &started.request_id,
@@ -126,7 +116,7 @@ async fn handle(
 pub struct Started {
     at: std::time::Instant,
     pub now_ms: i64,
-    pub request_id: HeaderValue,
+    pub request_id: request_id::RequestId,
 }
 
 impl Started {
@@ -134,7 +124,7 @@ impl Started {
         Self {
             at: std::time::Instant::now(),
             now_ms: clock::now_ms(),
-            request_id: request_id(headers),
+            request_id: request_id::RequestId::of(headers),
         }
     }
 }
@@ -158,11 +148,27 @@ pub struct Admitted<'v, 'r> {
 
 impl<'v> Admitted<'v, '_> {
     /// Whom the gateway vouches for upstream.
-    pub fn caller<'a>(&'a self, admission: &'a Admission<'_>) -> Option<forward::Caller<'a>> {
+    fn caller<'a>(&'a self, admission: &'a Admission<'_>) -> Option<forward::Caller<'a>> {
         match (&admission.key, &self.token) {
             (Some(key), _) => Some(forward::Caller::Key(key)),
             (None, Some((token, verifier))) => Some(forward::Caller::Token { token, verifier }),
             (None, None) => None,
+        }
+    }
+
+    /// What is forwarded for this admitted request.
+    pub fn outbound<'a>(
+        &'a self,
+        incoming: &'a incoming::Incoming<'a>,
+        admission: &'a Admission<'_>,
+        request_id: &'a request_id::RequestId,
+    ) -> forward::Outbound<'a> {
+        forward::Outbound {
+            incoming,
+            path: &self.path,
+            route: self.route,
+            caller: self.caller(admission),
+            request_id,
         }
     }
 
@@ -276,7 +282,7 @@ pub fn finish(
         };
         response
             .headers_mut()
-            .insert(forward::X_REQUEST_ID, started.request_id.clone());
+            .insert(request_id::X_REQUEST_ID, started.request_id.header_value());
         response
     });
     if let Some(standing) = &admission.standing {
@@ -308,37 +314,25 @@ impl From<ProxyError> for Refused {
     }
 }
 
-/// Keeps a caller's `X-Request-Id` when it is sane, else makes one.
-fn request_id(headers: incoming::Headers<'_>) -> HeaderValue {
-    if let Some(value) = headers.get(forward::X_REQUEST_ID.as_str()) {
-        let sane = !value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_graphic);
-        if let Some(kept) = sane.then(|| HeaderValue::from_bytes(value).ok()).flatten() {
-            return kept;
-        }
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut raw = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let mut id = [0u8; 32];
-    for (pair, byte) in id.chunks_exact_mut(2).zip(raw) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 15)];
-    }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
 /// Returns the request's host without port.
 fn request_host(headers: incoming::Headers<'_>) -> Option<&str> {
-    let host = incoming::visible_ascii(headers.get("host")?)?;
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next();
-    }
-    Some(host.rsplit_once(':').map_or(host, |(name, _)| name))
+    let host = headers.get("host")?;
+    let name = if host.first() == Some(&b'[') {
+        // An IPv6 literal ends at its `]`.
+        host.iter()
+            .position(|&b| b == b']')
+            .map_or(host, |end| &host[..=end])
+    } else {
+        host.iter()
+            .rposition(|&b| b == b':')
+            .map_or(host, |colon| &host[..colon])
+    };
+    std::str::from_utf8(name).ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{self, HeaderMap};
+    use actix_web::http::header;
     use actix_web::test::TestRequest;
 
     use super::*;
@@ -354,16 +348,5 @@ mod tests {
             .insert_header((header::HOST, "[::1]:8080"))
             .to_http_request();
         assert_eq!(request_host(Headers::Map(req.headers())), Some("[::1]"));
-    }
-
-    #[test]
-    fn request_ids_are_kept_when_sane_and_made_otherwise() {
-        let kept = TestRequest::default()
-            .insert_header(("x-request-id", "abc-123"))
-            .to_http_request();
-        assert_eq!(request_id(Headers::Map(kept.headers())), "abc-123");
-        let made = request_id(Headers::Map(&HeaderMap::new()));
-        assert_eq!(made.len(), 32);
-        assert_ne!(made, request_id(Headers::Map(&HeaderMap::new())));
     }
 }

@@ -125,18 +125,8 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                 &mut admission,
             )
             .await?;
-            let caller = admitted.caller(&admission);
-            let answer = forward::forward(
-                &front.client,
-                &incoming,
-                &admitted.path,
-                RequestBody::Empty,
-                route,
-                caller,
-                &started.request_id,
-                &mut deadline,
-            )
-            .await?;
+            let outbound = admitted.outbound(&incoming, &admission, &started.request_id);
+            let answer = forward::forward(&front.client, outbound, RequestBody::Empty, &mut deadline).await?;
             Ok((answer, route.timeout))
         }
         .await;
@@ -144,16 +134,19 @@ pub async fn serve(mut io: TcpStream, front: Front) {
         let written = match outcome {
             Ok((answer, timeout)) => {
                 account(&admission, answer.head.status.as_u16(), &started);
-                let mut added = Vec::with_capacity(4);
-                added.push((forward::X_REQUEST_ID, started.request_id));
-                if let Some(standing) = &admission.standing {
-                    added.extend(limiter::limit_headers(standing, started.now_ms));
-                }
+                let added = render::Added {
+                    request_id: &started.request_id,
+                    limits: admission
+                        .standing
+                        .as_ref()
+                        .map(|standing| limiter::limit_headers(standing, started.now_ms)),
+                    now_ms: started.now_ms,
+                };
                 render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await
             }
             Err(refused) => {
                 let response = finish(Err(refused), admission, &started);
-                render::write(&mut io, response, head_request, &mut out).await
+                render::write(&mut io, response, head_request, started.now_ms, &mut out).await
             }
         };
         match written {

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{HeaderName, HeaderValue, DATE};
@@ -14,6 +14,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::dataplane::forward::AnswerBody;
+use crate::dataplane::request_id::{RequestId, X_REQUEST_ID};
 use crate::dataplane::upstream_client::UpstreamResponse;
 
 /// How the connection may go on after an answer.
@@ -25,11 +26,12 @@ pub enum Next {
 }
 
 /// Writes `response` to `io`, reusing `out` for the head and any body sent with it.
-/// `head_request`: the request was HEAD, so no body follows the head.
+/// `head_request`: the request was HEAD, so no body follows the head. `now_ms` dates it.
 pub async fn write<IO: AsyncWrite + Unpin>(
     io: &mut IO,
     response: HttpResponse,
     head_request: bool,
+    now_ms: i64,
     out: &mut Vec<u8>,
 ) -> io::Result<Next> {
     let (head, body) = response.into_parts();
@@ -40,7 +42,7 @@ pub async fn write<IO: AsyncWrite + Unpin>(
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !head.headers().contains_key(DATE) {
-        with_date(|date| field(out, b"date", date));
+        with_date(now_ms, |date| field(out, b"date", date));
     }
     let bodiless =
         status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -48,7 +50,11 @@ pub async fn write<IO: AsyncWrite + Unpin>(
     match size {
         _ if bodiless => {}
         BodySize::None => field(out, b"content-length", b"0"),
-        BodySize::Sized(length) => field(out, b"content-length", length.to_string().as_bytes()),
+        BodySize::Sized(length) => field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(length).as_bytes(),
+        ),
         BodySize::Stream => field(out, b"transfer-encoding", b"chunked"),
     }
     out.extend_from_slice(b"\r\n");
@@ -69,13 +75,22 @@ pub async fn write<IO: AsyncWrite + Unpin>(
     copy_body(io, chunks, size == BodySize::Stream, out).await
 }
 
+/// What the gateway adds to the target's answer.
+pub struct Added<'a> {
+    pub request_id: &'a RequestId,
+    /// The caller's limit headers, when its key has limits.
+    pub limits: Option<[(HeaderName, HeaderValue); 3]>,
+    /// When the request began, for a `Date` the target did not give.
+    pub now_ms: i64,
+}
+
 /// Writes the target's answer as the actix path's `relay` would send it, without building
-/// actix's response: the end-to-end headers as they came, then `added` (the request id, the
-/// caller's limit headers), then the body as [`AnswerBody`] decides.
+/// actix's response: the end-to-end headers as they came, then what the gateway `added`,
+/// then the body as [`AnswerBody`] decides.
 pub async fn relay<IO: AsyncWrite + Unpin>(
     io: &mut IO,
     answer: UpstreamResponse,
-    added: &[(HeaderName, HeaderValue)],
+    added: &Added<'_>,
     head_request: bool,
     timeout: std::time::Duration,
     out: &mut Vec<u8>,
@@ -85,14 +100,25 @@ pub async fn relay<IO: AsyncWrite + Unpin>(
     status_line(out, head.status);
     let mut dated = false;
     for (name, value) in head.headers() {
+        // What the gateway sets replaces the target's own, as on the actix path.
+        let replaced = name == X_REQUEST_ID.as_str().as_bytes()
+            || added
+                .limits
+                .iter()
+                .flatten()
+                .any(|(limit, _)| limit.as_str().as_bytes() == name);
+        if replaced {
+            continue;
+        }
         dated |= name == DATE.as_str().as_bytes();
         field(out, name, value);
     }
-    for (name, value) in added {
+    field(out, X_REQUEST_ID.as_str().as_bytes(), added.request_id.as_bytes());
+    for (name, value) in added.limits.iter().flatten() {
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !dated {
-        with_date(|date| field(out, b"date", date));
+        with_date(added.now_ms, |date| field(out, b"date", date));
     }
     let (stream, chunked) = match AnswerBody::of(&head, body, head_request, timeout) {
         AnswerBody::None => {
@@ -154,7 +180,11 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
 
 /// Ends the head with the body's length.
 fn length(out: &mut Vec<u8>, length: u64) {
-    field(out, b"content-length", length.to_string().as_bytes());
+    field(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(length).as_bytes(),
+    );
     out.extend_from_slice(b"\r\n");
 }
 
@@ -186,15 +216,13 @@ thread_local! {
     static DATE_VALUE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-fn with_date(write: impl FnOnce(&[u8])) {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+/// Writes the `Date` value for `now_ms` (the time of the request the answer is for).
+fn with_date(now_ms: i64, write: impl FnOnce(&[u8])) {
+    let second = u64::try_from(now_ms / 1000).unwrap_or(0);
     DATE_VALUE.with_borrow_mut(|(at, value)| {
         if *at != second {
             *at = second;
-            *value = httpdate::fmt_http_date(now);
+            *value = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
         }
         write(value.as_bytes());
     });

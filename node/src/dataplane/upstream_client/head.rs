@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use actix_web::http::StatusCode;
 use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::dataplane::hop_by_hop::{listed_in_connection, HopByHop};
 use crate::dataplane::incoming::Field;
@@ -169,41 +170,46 @@ fn parse_one(buf: &mut [u8]) -> Result<Option<Parsed>, HeadError> {
     }
     let buf = &*buf;
     let text = |range: &Range<usize>| buf.get(range.clone()).unwrap_or_default();
-    let connection_values = || {
-        fields
-            .iter()
-            .filter(|field| text(&field.name) == b"connection")
-            .map(|field| text(&field.value))
-    };
-    let close = listed_in_connection(connection_values(), b"close");
-    let hop_by_hop = HopByHop::new(connection_values);
+    let connection: SmallVec<[&[u8]; 2]> = fields
+        .iter()
+        .filter(|field| text(&field.name) == b"connection")
+        .map(|field| text(&field.value))
+        .collect();
+    let close = listed_in_connection(connection.iter().copied(), b"close");
+    let hop_by_hop = HopByHop::new(|| connection.iter().copied());
     let mut content_length = None;
     let mut chunked = None;
-    let mut relayed = Vec::with_capacity(fields.len());
-    for field in &fields {
+    let mut bad_length = false;
+    // Only the end-to-end fields stay.
+    fields.retain(|field| {
         let (name, value) = (text(&field.name), text(&field.value));
         match name {
             b"content-length" => {
-                let length = parse_length(value).ok_or(HeadError::BadLength)?;
-                if content_length.is_some_and(|earlier| earlier != length) {
-                    return Err(HeadError::BadLength);
+                match parse_length(value) {
+                    Some(length) if content_length.is_none_or(|earlier| earlier == length) => {
+                        content_length = Some(length)
+                    }
+                    _ => bad_length = true,
                 }
-                content_length = Some(length);
+                false
             }
             b"transfer-encoding" => {
                 // The last coding decides; a later field overrides an earlier one.
                 let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                false
             }
-            _ if hop_by_hop.drops(name) => {}
-            _ => relayed.push(field.clone()),
+            _ => !hop_by_hop.drops(name),
         }
+    });
+    if bad_length {
+        return Err(HeadError::BadLength);
     }
     Ok(Some(Parsed {
         length,
         code,
         http11,
-        fields: relayed,
+        fields,
         content_length,
         chunked,
         close,
