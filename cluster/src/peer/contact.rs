@@ -99,17 +99,27 @@ impl LeaderContact {
 
     /// Returns how long ago the last contact was, or `None` if there never was one.
     pub fn age(&self) -> Option<Duration> {
+        self.age_at(Instant::now())
+    }
+
+    /// [`Self::age`] as of `now`.
+    fn age_at(&self, now: Instant) -> Option<Duration> {
         let last = self.last_ms.load(Ordering::Relaxed);
         if last == NEVER {
             return None;
         }
-        let now = self.origin.elapsed();
+        let now = now.saturating_duration_since(self.origin);
         Some(now.saturating_sub(Duration::from_millis(last)))
     }
 
     /// Returns whether the last contact is older than `max_staleness` (or never happened).
     pub fn is_stale(&self, max_staleness: Duration) -> bool {
-        self.age().is_none_or(|age| age > max_staleness)
+        self.is_stale_at(max_staleness, Instant::now())
+    }
+
+    /// [`Self::is_stale`] as of `now`, for a caller that has read the clock already.
+    pub fn is_stale_at(&self, max_staleness: Duration, now: Instant) -> bool {
+        self.age_at(now).is_none_or(|age| age > max_staleness)
     }
 }
 

@@ -16,11 +16,8 @@ const AUTHORIZATION: &str = "authorization";
 /// Returns the presented credential, if any. `Authorization: Bearer` wins over `X-API-Key`.
 fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = std::str::from_utf8(value).map_err(|_| ProxyError::InvalidCredential)?;
-        if let Some((scheme, token)) = value.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return Ok(token.trim());
-            }
+        if let Some(token) = bearer(value) {
+            return std::str::from_utf8(token).map_err(|_| ProxyError::InvalidCredential);
         }
         if headers.get(X_API_KEY).is_none() {
             return Err(ProxyError::InvalidCredential);
@@ -37,11 +34,15 @@ fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
 /// Returns the bearer token of `Authorization: Bearer …` (JWT routes take no other form).
 pub fn bearer_token(headers: Headers<'_>) -> Result<&str, ProxyError> {
     let value = headers.get(AUTHORIZATION).ok_or(ProxyError::MissingCredential)?;
-    let value = std::str::from_utf8(value).map_err(|_| ProxyError::InvalidToken)?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
-        _ => Err(ProxyError::InvalidToken),
-    }
+    let token = bearer(value).ok_or(ProxyError::InvalidToken)?;
+    std::str::from_utf8(token).map_err(|_| ProxyError::InvalidToken)
+}
+
+/// The token of a `Bearer` credential (the scheme in any case), trimmed.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = value.split_at(space);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii())
 }
 
 /// Authenticates the request's API key at `now_ms`: checksum first (a malformed key never

@@ -418,14 +418,16 @@ pub async fn forward(
                 }
             };
         let head = request_head(&parts, target, framing, &read_ahead);
+        let at = Instant::now();
         let exchange = Exchange {
             authority: &target.authority,
             head: &head,
             streamed,
             head_request: head_only,
             resend_if_stale: idempotent && replayable,
+            at: at.into_std(),
         };
-        deadline.set(Instant::now() + route.timeout);
+        deadline.set(at + route.timeout);
         let sent = tokio::select! {
             biased;
             sent = client.send(exchange) => Ok(sent),

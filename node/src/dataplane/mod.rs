@@ -78,16 +78,7 @@ async fn handle(
     let mut admission = Admission::default();
     let outcome: Result<HttpResponse, Refused> = async {
         let (route, path) = route_of(&view, &incoming)?;
-        let admitted = admit(
-            &ctx,
-            &view,
-            &incoming,
-            route,
-            path,
-            started.now_ms,
-            &mut admission,
-        )
-        .await?;
+        let admitted = admit(&ctx, &view, &incoming, route, path, &started, &mut admission).await?;
         if let Some(ai) = &route.ai {
             let caller = admission.key.as_ref().map(|k| ai::AiCaller {
                 usage: k.usage.clone(),
@@ -112,9 +103,10 @@ async fn handle(
     finish(outcome, admission, &started)
 }
 
-/// What every request starts with: its clock readings and its id.
+/// What every request starts with: its clock readings and its id. The readings serve the
+/// whole admission (freshness, expiry, limits), so the clock is read once for them.
 pub struct Started {
-    at: std::time::Instant,
+    pub at: std::time::Instant,
     pub now_ms: i64,
     pub request_id: request_id::RequestId,
 }
@@ -209,13 +201,14 @@ pub async fn admit<'v, 'r>(
     incoming: &incoming::Incoming<'r>,
     route: &'v CompiledRoute,
     path: std::borrow::Cow<'r, str>,
-    now_ms: i64,
+    started: &Started,
     admission: &mut Admission<'v>,
 ) -> Result<Admitted<'v, 'r>, Refused> {
+    let now_ms = started.now_ms;
     admission.route = Some(route);
     if route.auth != RouteAuth::None
         && view.stale_policy == StalePolicy::FailClosed
-        && ctx.contact.is_stale(ctx.max_staleness)
+        && ctx.contact.is_stale_at(ctx.max_staleness, started.at)
     {
         return Err(ProxyError::StaleReplica.into());
     }
@@ -292,14 +285,19 @@ pub fn finish(
     response
 }
 
-/// Counts an answer with `status` for the key and the route.
-pub fn account(admission: &Admission<'_>, status: u16, started: &Started) {
+/// Counts an answer with `status` for the key and the route. Returns when it was counted,
+/// the request's last reading of the clock.
+pub fn account(admission: &Admission<'_>, status: u16, started: &Started) -> std::time::Instant {
+    let answered = std::time::Instant::now();
     if let Some(key) = &admission.key {
         key.usage.record(status, started.now_ms);
     }
     if let Some(route) = admission.route {
-        route.metrics.record(status, started.at.elapsed());
+        route
+            .metrics
+            .record(status, answered.saturating_duration_since(started.at));
     }
+    answered
 }
 
 /// Why the proxy answered itself.

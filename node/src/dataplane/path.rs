@@ -66,11 +66,12 @@ fn decode(bytes: &[u8]) -> Result<String, ProxyError> {
 }
 
 fn check_segments(path: &str) -> Result<(), ProxyError> {
-    let mut segments = path[1..].split('/').peekable();
+    let rest = path.as_bytes().get(1..).unwrap_or_default();
+    let mut segments = rest.split(|&b| b == b'/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
         // A trailing slash is an empty last segment; any other empty segment is `//`.
-        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+        if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
             return Err(ProxyError::InvalidPath);
         }
     }

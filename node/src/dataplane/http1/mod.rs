@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::deadline::Deadline;
 use super::forward::{self, RequestBody};
 use super::incoming::{Field, Headers, Incoming};
-use super::upstream_client::UpstreamClient;
+use super::upstream_client::{ResponseBody, UpstreamClient};
 use super::{account, admit, finish, limiter, route_of, Admission, ProxyContext, Refused, Started};
 use prefixed::Prefixed;
 use render::Next;
@@ -121,7 +121,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                 &incoming,
                 route,
                 path,
-                started.now_ms,
+                &started,
                 &mut admission,
             )
             .await?;
@@ -131,9 +131,11 @@ pub async fn serve(mut io: TcpStream, front: Front) {
         }
         .await;
         let head_request = incoming.is_head();
-        let written = match outcome {
+        // When the connection went idle, if the answer ended with its head.
+        let (written, answered) = match outcome {
             Ok((answer, timeout)) => {
-                account(&admission, answer.head.status.as_u16(), &started);
+                let whole = !matches!(answer.body, ResponseBody::Stream(_));
+                let answered = account(&admission, answer.head.status.as_u16(), &started);
                 let added = render::Added {
                     request_id: &started.request_id,
                     limits: admission
@@ -142,17 +144,20 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                         .map(|standing| limiter::limit_headers(standing, started.now_ms)),
                     now_ms: started.now_ms,
                 };
-                render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await
+                let written = render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await;
+                (written, whole.then_some(answered))
             }
             Err(refused) => {
                 let response = finish(Err(refused), admission, &started);
-                render::write(&mut io, response, head_request, started.now_ms, &mut out).await
+                let written = render::write(&mut io, response, head_request, started.now_ms, &mut out).await;
+                (written, None)
             }
         };
         match written {
             Ok(Next::KeepAlive) => {
                 buf.advance(head.length);
-                deadline.set(Instant::now() + KEEP_ALIVE);
+                let idle_since = answered.map_or_else(Instant::now, Instant::from_std);
+                deadline.set(idle_since + KEEP_ALIVE);
             }
             Ok(Next::Close) | Err(_) => return,
         }

@@ -13,7 +13,7 @@ mod pool;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use bytes::{Buf, Bytes};
@@ -55,6 +55,8 @@ pub struct Exchange<'a> {
     /// The request may be sent again on a new connection when a pooled one turns out to
     /// have been closed by the target before it answered (the keep-alive race).
     pub resend_if_stale: bool,
+    /// When this attempt began: the pool's idle clock reads it rather than the system's.
+    pub at: Instant,
 }
 
 /// The target's answer.
@@ -111,7 +113,7 @@ impl UpstreamClient {
     /// Sends a request; the answer's head is read, and its body when it is small.
     pub async fn send(&self, mut exchange: Exchange<'_>) -> Result<UpstreamResponse, SendError> {
         loop {
-            let mut conn = match self.pool.take(exchange.authority) {
+            let mut conn = match self.pool.take(exchange.authority, exchange.at) {
                 Some(conn) => conn,
                 None => Conn::connect(exchange.authority)
                     .await
@@ -121,7 +123,7 @@ impl UpstreamClient {
             let may_resend = conn.reused && exchange.resend_if_stale && streamed.is_none();
             let attempt = request(&mut conn, exchange.head, streamed, exchange.head_request).await;
             return match attempt {
-                Ok(head) => self.read_answer(conn, head).await,
+                Ok(head) => self.read_answer(conn, head, exchange.at).await,
                 Err(Failure::Stale) if may_resend => continue,
                 Err(Failure::Stale) => Err(SendError::Closed),
                 Err(Failure::Other(error)) => Err(error),
@@ -131,12 +133,17 @@ impl UpstreamClient {
 
     /// Reads a small or empty body whole, returning the connection to the pool at once;
     /// any other body streams.
-    async fn read_answer(&self, mut conn: Conn, head: ResponseHead) -> Result<UpstreamResponse, SendError> {
+    async fn read_answer(
+        &self,
+        mut conn: Conn,
+        head: ResponseHead,
+        at: Instant,
+    ) -> Result<UpstreamResponse, SendError> {
         let keep_alive = head.keep_alive;
         let body = match head.framing {
             Framing::Empty => {
                 if keep_alive {
-                    self.pool.put(conn);
+                    self.pool.put(conn, at);
                 }
                 ResponseBody::Empty
             }
@@ -151,7 +158,7 @@ impl UpstreamClient {
                 }
                 let bytes = conn.buf.split_to(length).freeze();
                 if keep_alive {
-                    self.pool.put(conn);
+                    self.pool.put(conn, at);
                 }
                 ResponseBody::Full(bytes)
             }

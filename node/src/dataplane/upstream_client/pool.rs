@@ -27,12 +27,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Takes the most recently used live connection to `authority`, if any.
-    pub fn take(&self, authority: &str) -> Option<Conn> {
+    /// Takes the most recently used live connection to `authority`, if any, as of `now`.
+    pub fn take(&self, authority: &str, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.get_mut(authority)?;
         let mut conn = conns.pop()?;
-        if conn.idle_since.elapsed() >= IDLE_TIMEOUT {
+        if now.saturating_duration_since(conn.idle_since) >= IDLE_TIMEOUT {
             // The rest went idle earlier still.
             conns.clear();
             return None;
@@ -41,12 +41,14 @@ impl Pool {
         Some(conn)
     }
 
-    /// Files a connection whose last exchange ended cleanly, for the next request.
-    pub fn put(self: &Rc<Self>, mut conn: Conn) {
+    /// Files a connection whose last exchange ended cleanly, for the next request; it
+    /// counts as idle since `since` (a reading taken no later than the exchange's end, so
+    /// that it is closed early rather than late).
+    pub fn put(self: &Rc<Self>, mut conn: Conn, since: Instant) {
         if !conn.buf.is_empty() {
             return;
         }
-        conn.idle_since = Instant::now();
+        conn.idle_since = since;
         {
             let mut idle = self.idle.borrow_mut();
             let conns = match idle.get_mut(&*conn.authority) {

@@ -85,6 +85,7 @@ fn get<'a>(authority: &'a Arc<str>, head: &'a [u8]) -> Exchange<'a> {
         streamed: None,
         head_request: false,
         resend_if_stale: true,
+        at: std::time::Instant::now(),
     }
 }
 
