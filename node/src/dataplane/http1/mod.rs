@@ -71,10 +71,23 @@ struct Head {
 
 /// Serves requests on `io` until the client or the keep-alive timeout ends it, or hands it
 /// over.
-pub async fn serve(mut io: TcpStream, front: Front) {
+pub async fn serve(io: TcpStream, front: Front) {
     let peer = io.peer_addr().ok();
     // Answers go out whole; Nagle would hold a small one back.
     let _ = io.set_nodelay(true);
+    // The loop's timer and stop notification are gone before actix takes over.
+    if let Some((buf, io)) = serve_own(io, peer, &front).await {
+        (front.handover)(Prefixed::new(buf, io), peer).await;
+    }
+}
+
+/// The loop: returns the connection, with what was read of it, when actix is to serve the
+/// rest.
+async fn serve_own(
+    mut io: TcpStream,
+    peer: Option<SocketAddr>,
+    front: &Front,
+) -> Option<(BytesMut, TcpStream)> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
     let mut fields = Vec::with_capacity(16);
@@ -86,12 +99,12 @@ pub async fn serve(mut io: TcpStream, front: Front) {
     loop {
         let head = match next_head(&mut io, &mut buf, &mut fields, &mut deadline, stop.as_mut()).await {
             Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(Declined) => return (front.handover)(Prefixed::new(buf, io), peer).await,
+            Ok(None) => return None,
+            Err(Declined) => return Some((buf, io)),
         };
         let view = front.ctx.read_model.load_full();
         let Ok(target) = std::str::from_utf8(&buf[head.target.clone()]) else {
-            return (front.handover)(Prefixed::new(buf, io), peer).await;
+            return Some((buf, io));
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let headers = Headers::Spans {
@@ -109,7 +122,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
         // AI routes read the request through actix.
         let routed = route_of(&view, &incoming);
         if matches!(&routed, Ok((route, _)) if route.ai.is_some()) {
-            return (front.handover)(Prefixed::new(buf, io), peer).await;
+            return Some((buf, io));
         }
         let started = Started::now(headers);
         let mut admission = Admission::default();
@@ -159,7 +172,7 @@ pub async fn serve(mut io: TcpStream, front: Front) {
                 let idle_since = answered.map_or_else(Instant::now, Instant::from_std);
                 deadline.set(idle_since + KEEP_ALIVE);
             }
-            Ok(Next::Close) | Err(_) => return,
+            Ok(Next::Close) | Err(_) => return None,
         }
     }
 }
