@@ -113,6 +113,14 @@ impl<'a> GatewayHeaders<'a> {
         }
     }
 
+    /// Sets a header the route or the token configured. How the body is delimited, and
+    /// what concerns only the connection, are the gateway's alone to say.
+    fn set_configured(&mut self, name: &'a str, value: &'a [u8]) {
+        if !is_hop_by_hop(name.as_bytes()) && name != "content-length" {
+            self.set(name, value);
+        }
+    }
+
     fn contains(&self, name: &[u8]) -> bool {
         self.0.iter().any(|(n, _)| n.as_bytes() == name)
     }
@@ -176,21 +184,17 @@ fn request_head(parts: &Outbound<'_>, target: &Target, framing: BodyFraming, bod
                 .0
                 .retain(|(name, _)| !claim_headers.iter().any(|owned| owned.as_str() == *name));
             for (name, value) in &token.headers {
-                gateway.set(name.as_str(), value.as_bytes());
+                gateway.set_configured(name.as_str(), value.as_bytes());
             }
         }
         None => {}
     }
     for (name, value) in &route.headers {
-        gateway.set(name.as_str(), value.as_bytes());
+        gateway.set_configured(name.as_str(), value.as_bytes());
     }
     if let Some(Ok((name, value))) = &route.upstream_auth {
-        gateway.set(name.as_str(), value.as_bytes());
+        gateway.set_configured(name.as_str(), value.as_bytes());
     }
-    // How the body is delimited is the gateway's alone to say.
-    gateway
-        .0
-        .retain(|(name, _)| !is_hop_by_hop(name.as_bytes()) && *name != "content-length");
 
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(request.method.as_str().as_bytes());
@@ -497,6 +501,18 @@ mod tests {
                 parsed.to_string()
             );
         }
+    }
+
+    #[test]
+    fn configured_headers_never_frame_the_body_or_speak_for_the_connection() {
+        let mut gateway = GatewayHeaders(SmallVec::new());
+        gateway.set("x-request-id", b"id");
+        gateway.set_configured("proxy-authorization", b"Basic x");
+        gateway.set_configured("content-length", b"5");
+        gateway.set_configured("keep-alive", b"timeout=1");
+        gateway.set_configured("x-team", b"a");
+        let names: Vec<&str> = gateway.0.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["x-request-id", "x-team"]);
     }
 
     #[test]
