@@ -9,7 +9,9 @@
 //! come out); a snapshot installed or the keys rebuilt as a whole get a new map, swapped in
 //! with the view.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -100,6 +102,42 @@ struct WriterSide {
     deadlines: BTreeSet<(i64, String)>,
 }
 
+/// One worker thread's handle on the current view. Every worker cloning the shared `Arc`
+/// for every request makes the workers fight over its reference count's cache line; here
+/// the `Arc` is cloned once per change of view, and a request holds it through an `Rc`
+/// counted by its worker alone.
+pub struct WorkerView {
+    model: Arc<ReadModel>,
+    cached: RefCell<Rc<HeldView>>,
+}
+
+/// A view held by one worker's requests.
+pub struct HeldView(Arc<View>);
+
+impl std::ops::Deref for HeldView {
+    type Target = View;
+
+    fn deref(&self) -> &View {
+        &self.0
+    }
+}
+
+impl WorkerView {
+    pub fn new(model: Arc<ReadModel>) -> Self {
+        let cached = RefCell::new(Rc::new(HeldView(model.load_full())));
+        Self { model, cached }
+    }
+
+    /// The current view.
+    pub fn current(&self) -> Rc<HeldView> {
+        let mut cached = self.cached.borrow_mut();
+        if !self.model.is_current(&cached.0) {
+            *cached = Rc::new(HeldView(self.model.load_full()));
+        }
+        Rc::clone(&cached)
+    }
+}
+
 /// The read model: the current view plus what it takes to update it.
 #[derive(Debug, Default)]
 pub struct ReadModel {
@@ -118,6 +156,11 @@ impl ReadModel {
     /// Returns the current view. Lock-free: one atomic load and a reference count.
     pub fn load_full(&self) -> Arc<View> {
         self.current.load_full()
+    }
+
+    /// Whether `view` is still the current view, without touching its reference count.
+    fn is_current(&self, view: &Arc<View>) -> bool {
+        Arc::ptr_eq(&self.current.load(), view)
     }
 
     /// A read model that opens sealed secrets with `master_key`.
@@ -354,6 +397,21 @@ pub(crate) mod tests {
             created_at_ms: T0,
             valid_until_ms: None,
         }
+    }
+
+    #[test]
+    fn a_worker_takes_a_new_view_at_once_and_keeps_its_handle_otherwise() {
+        let model = Arc::new(ReadModel::default());
+        let worker = WorkerView::new(model.clone());
+        let first = worker.current();
+        assert!(
+            Rc::ptr_eq(&first, &worker.current()),
+            "no change, the same handle"
+        );
+        model.current.store(Arc::new(View::default()));
+        let second = worker.current();
+        assert!(!Rc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(&second.0, &model.load_full()));
     }
 
     /// Applies `command` to `state` and shows it to `model`, as the state machine does.

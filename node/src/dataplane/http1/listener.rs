@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::prefixed::Prefixed;
 use super::{serve, Front, Handover, HEAD_TIMEOUT, KEEP_ALIVE};
+use crate::dataplane::read_model::WorkerView;
 use crate::dataplane::upstream_client::UpstreamClient;
 use crate::dataplane::{routes, ProxyContext};
 
@@ -60,11 +61,20 @@ pub fn bind(
                             }
                         })
                     });
+                    // The node's stop, passed on to this worker's own channel.
+                    let (stop_here, stopping_here) = watch::channel(false);
+                    let mut stopping = stopping.clone();
+                    actix_rt::spawn(async move {
+                        let _ = stopping.wait_for(|stopping| *stopping).await;
+                        let _ = stop_here.send(true);
+                    });
+                    let ctx = ctx.into_inner();
                     let front = Front {
-                        ctx: ctx.into_inner(),
+                        view: Rc::new(WorkerView::new(ctx.read_model.clone())),
+                        ctx,
                         client,
                         handover,
-                        stopping,
+                        stopping: stopping_here,
                     };
                     Ok::<_, ()>(fn_service(move |io: TcpStream| {
                         let front = front.clone();

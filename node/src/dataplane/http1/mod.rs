@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use super::deadline::Deadline;
 use super::forward::{self, RequestBody};
 use super::incoming::{Field, Headers, Incoming};
+use super::read_model::WorkerView;
 use super::upstream_client::{ResponseBody, UpstreamClient};
 use super::{account, admit, finish, limiter, route_of, Admission, ProxyContext, Refused, Started};
 use prefixed::Prefixed;
@@ -57,7 +58,10 @@ pub struct Front {
     pub ctx: Arc<ProxyContext>,
     pub client: UpstreamClient,
     pub handover: Handover,
-    /// Becomes `true` when the node stops: idle connections close at once.
+    /// This worker's handle on the read model's current view.
+    pub view: Rc<WorkerView>,
+    /// Becomes `true` when the node stops: idle connections close at once. One channel per
+    /// worker, so that the workers' idle connections do not share one lock.
     pub stopping: watch::Receiver<bool>,
 }
 
@@ -102,7 +106,7 @@ async fn serve_own(
             Ok(None) => return None,
             Err(Declined) => return Some((buf, io)),
         };
-        let view = front.ctx.read_model.load_full();
+        let view = front.view.current();
         let Ok(target) = std::str::from_utf8(&buf[head.target.clone()]) else {
             return Some((buf, io));
         };
