@@ -66,7 +66,11 @@ impl UsageCell {
         let class = usize::from(status / 100).clamp(1, STATUS_CLASSES) - 1;
         // Sequentially consistent with the ledger's drain: see `touch`.
         self.by_class[class].fetch_add(1, Ordering::SeqCst);
-        self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
+        // Most requests land in a millisecond already recorded: reading first spares the
+        // workers a write to the shared cache line.
+        if now_ms > self.last_used_ms.load(Ordering::Relaxed) {
+            self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
+        }
         self.touch();
     }
 
