@@ -64,6 +64,31 @@ pub struct Field {
     pub value: Range<usize>,
 }
 
+impl Field {
+    /// The place in `buf` of a field `httparse` read from it.
+    pub fn of(buf: &[u8], field: &httparse::Header<'_>) -> Self {
+        Self {
+            name: span_in(buf, field.name.as_bytes()),
+            value: span_in(buf, field.value),
+        }
+    }
+}
+
+/// Where `part`, a slice of `buf`, lies in it.
+pub fn span_in(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    start..start + part.len()
+}
+
+/// Lower-cases the names of `fields` in `buf`, so that looking a field up compares bytes.
+pub fn lower_case_names(buf: &mut [u8], fields: &[Field]) {
+    for field in fields {
+        if let Some(name) = buf.get_mut(field.name.clone()) {
+            name.make_ascii_lowercase();
+        }
+    }
+}
+
 impl<'a> Headers<'a> {
     /// The first value of the field `name` (lower case).
     pub fn get(self, name: &str) -> Option<&'a [u8]> {

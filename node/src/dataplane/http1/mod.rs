@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use super::deadline::Deadline;
 use super::forward::{self, RequestBody};
-use super::incoming::{Field, Headers, Incoming};
+use super::incoming::{lower_case_names, span_in, Field, Headers, Incoming};
 use super::read_model::WorkerView;
 use super::upstream_client::{ResponseBody, UpstreamClient};
 use super::{account, admit, finish, limiter, route_of, Admission, ProxyContext, Refused, Started};
@@ -250,11 +250,6 @@ fn examine(buf: &mut [u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Decl
         if method == Method::CONNECT || !target.starts_with('/') {
             return Err(Declined);
         }
-        let base = buf.as_ptr() as usize;
-        let span = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            start..start + part.len()
-        };
         for field in request.headers.iter() {
             let name = field.name.as_bytes();
             let value = field.value.trim_ascii();
@@ -270,18 +265,11 @@ fn examine(buf: &mut [u8], fields: &mut Vec<Field>) -> Result<Option<Head>, Decl
             if !served {
                 return Err(Declined);
             }
-            fields.push(Field {
-                name: span(name),
-                value: span(field.value),
-            });
+            fields.push(Field::of(buf, field));
         }
-        (length, method, span(target.as_bytes()))
+        (length, method, span_in(buf, target.as_bytes()))
     };
-    for field in fields.iter() {
-        if let Some(name) = buf.get_mut(field.name.clone()) {
-            name.make_ascii_lowercase();
-        }
-    }
+    lower_case_names(buf, fields);
     Ok(Some(Head {
         length,
         method,

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::dataplane::hop_by_hop::{listed_in_connection, HopByHop};
-use crate::dataplane::incoming::Field;
+use crate::dataplane::incoming::{lower_case_names, Field};
 
 /// Longest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -151,23 +151,11 @@ fn parse_one(buf: &mut [u8]) -> Result<Option<Parsed>, HeadError> {
         let code = response
             .code
             .ok_or(HeadError::Malformed(httparse::Error::Status))?;
-        let base = buf.as_ptr() as usize;
-        let span = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            start..start + part.len()
-        };
         fields.reserve_exact(response.headers.len());
-        fields.extend(response.headers.iter().map(|field| Field {
-            name: span(field.name.as_bytes()),
-            value: span(field.value),
-        }));
+        fields.extend(response.headers.iter().map(|field| Field::of(buf, field)));
         (length, code, response.version == Some(1))
     };
-    for field in &fields {
-        if let Some(name) = buf.get_mut(field.name.clone()) {
-            name.make_ascii_lowercase();
-        }
-    }
+    lower_case_names(buf, &fields);
     let buf = &*buf;
     let text = |range: &Range<usize>| buf.get(range.clone()).unwrap_or_default();
     let connection: SmallVec<[&[u8]; 2]> = fields
