@@ -14,19 +14,21 @@ pub const X_API_KEY: &str = "x-api-key";
 const AUTHORIZATION: &str = "authorization";
 
 /// Returns the presented credential, if any. `Authorization: Bearer` wins over `X-API-Key`.
+///
+/// A key is base58 after its prefix, so a token with any other byte fails its check anyway;
+/// only an `Authorization` value that is not a bearer token needs checking here, because an
+/// `X-API-Key` beside it would otherwise be taken.
 fn presented(headers: Headers<'_>) -> Result<&str, ProxyError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
         if let Some(token) = bearer(value) {
             return std::str::from_utf8(token).map_err(|_| ProxyError::InvalidCredential);
         }
-        if headers.get(X_API_KEY).is_none() {
+        if !is_text(value) || headers.get(X_API_KEY).is_none() {
             return Err(ProxyError::InvalidCredential);
         }
     }
     match headers.get(X_API_KEY) {
-        Some(value) => std::str::from_utf8(value)
-            .map(str::trim)
-            .map_err(|_| ProxyError::InvalidCredential),
+        Some(value) => std::str::from_utf8(value.trim_ascii()).map_err(|_| ProxyError::InvalidCredential),
         None => Err(ProxyError::MissingCredential),
     }
 }
@@ -36,6 +38,11 @@ pub fn bearer_token(headers: Headers<'_>) -> Result<&str, ProxyError> {
     let value = headers.get(AUTHORIZATION).ok_or(ProxyError::MissingCredential)?;
     let token = bearer(value).ok_or(ProxyError::InvalidToken)?;
     std::str::from_utf8(token).map_err(|_| ProxyError::InvalidToken)
+}
+
+/// Whether a header value is text: visible ASCII, spaces and tabs.
+fn is_text(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The token of a `Bearer` credential (the scheme in any case), trimmed.
@@ -105,6 +112,42 @@ mod tests {
             usage: Arc::default(),
             meters: Arc::new([]),
             ai_meters: Arc::new([]),
+        }
+    }
+
+    #[test]
+    fn credential_headers_must_be_visible_ascii() {
+        let secret = secret::generate(&mut rand::thread_rng()).plaintext;
+        let view = view_with(&secret, key(KeyStatus::Active, None, None));
+        let raw = |pairs: &[(&str, &[u8])]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(
+                    HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                    HeaderValue::from_bytes(value).expect("value"),
+                );
+            }
+            map
+        };
+        let nbsp_around = [&b"\xC2\xA0"[..], secret.as_bytes(), b"\xC2\xA0"].concat();
+        for (what, headers) in [
+            (
+                "a non-ASCII Authorization beside a good X-API-Key",
+                raw(&[
+                    ("authorization", "Basic caf\u{e9}".as_bytes()),
+                    ("x-api-key", secret.as_bytes()),
+                ]),
+            ),
+            (
+                "a key wrapped in no-break spaces",
+                raw(&[("x-api-key", &nbsp_around)]),
+            ),
+        ] {
+            assert_eq!(
+                authenticate(&view, Headers::Map(&headers), 100).map(|_| ()),
+                Err(ProxyError::InvalidCredential),
+                "{what}"
+            );
         }
     }
 

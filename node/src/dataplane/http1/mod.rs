@@ -35,7 +35,7 @@ use super::deadline::Deadline;
 use super::forward::{self, RequestBody};
 use super::incoming::{lower_case_names, span_in, Field, Headers, Incoming};
 use super::read_model::WorkerView;
-use super::upstream_client::{ResponseBody, UpstreamClient};
+use super::upstream_client::UpstreamClient;
 use super::{account, admit, finish, limiter, route_of, Admission, ProxyContext, Refused, Started};
 use prefixed::Prefixed;
 use render::Next;
@@ -148,33 +148,28 @@ async fn serve_own(
         }
         .await;
         let head_request = incoming.is_head();
-        // When the connection went idle, if the answer ended with its head.
-        let (written, answered) = match outcome {
+        let written = match outcome {
             Ok((answer, timeout)) => {
-                let whole = !matches!(answer.body, ResponseBody::Stream(_));
-                let answered = account(&admission, answer.head.status.as_u16(), &started);
+                account(&admission, answer.head.status.as_u16(), &started);
                 let added = render::Added {
                     request_id: &started.request_id,
                     limits: admission
                         .standing
                         .as_ref()
                         .map(|standing| limiter::limit_headers(standing, started.now_ms)),
-                    now_ms: started.now_ms,
                 };
-                let written = render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await;
-                (written, whole.then_some(answered))
+                render::relay(&mut io, answer, &added, head_request, timeout, &mut out).await
             }
             Err(refused) => {
                 let response = finish(Err(refused), admission, &started);
-                let written = render::write(&mut io, response, head_request, started.now_ms, &mut out).await;
-                (written, None)
+                render::write(&mut io, response, head_request, &mut out).await
             }
         };
         match written {
             Ok(Next::KeepAlive) => {
                 buf.advance(head.length);
-                let idle_since = answered.map_or_else(Instant::now, Instant::from_std);
-                deadline.set(idle_since + KEEP_ALIVE);
+                // Idle from now: the answer may have taken a while to write.
+                deadline.set(Instant::now() + KEEP_ALIVE);
             }
             Ok(Next::Close) | Err(_) => return None,
         }

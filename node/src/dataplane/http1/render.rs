@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{HeaderName, HeaderValue, DATE};
@@ -26,12 +26,11 @@ pub enum Next {
 }
 
 /// Writes `response` to `io`, reusing `out` for the head and any body sent with it.
-/// `head_request`: the request was HEAD, so no body follows the head. `now_ms` dates it.
+/// `head_request`: the request was HEAD, so no body follows the head.
 pub async fn write<IO: AsyncWrite + Unpin>(
     io: &mut IO,
     response: HttpResponse,
     head_request: bool,
-    now_ms: i64,
     out: &mut Vec<u8>,
 ) -> io::Result<Next> {
     let (head, body) = response.into_parts();
@@ -42,7 +41,7 @@ pub async fn write<IO: AsyncWrite + Unpin>(
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !head.headers().contains_key(DATE) {
-        with_date(now_ms, |date| field(out, b"date", date));
+        with_date(|date| field(out, b"date", date));
     }
     let bodiless =
         status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -80,8 +79,6 @@ pub struct Added<'a> {
     pub request_id: &'a RequestId,
     /// The caller's limit headers, when its key has limits.
     pub limits: Option<[(HeaderName, HeaderValue); 3]>,
-    /// When the request began, for a `Date` the target did not give.
-    pub now_ms: i64,
 }
 
 /// Writes the target's answer as the actix path's `relay` would send it, without building
@@ -118,7 +115,7 @@ pub async fn relay<IO: AsyncWrite + Unpin>(
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !dated {
-        with_date(added.now_ms, |date| field(out, b"date", date));
+        with_date(|date| field(out, b"date", date));
     }
     let (stream, chunked) = match AnswerBody::of(&head, body, head_request, timeout) {
         AnswerBody::None => {
@@ -216,13 +213,15 @@ thread_local! {
     static DATE_VALUE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// Writes the `Date` value for `now_ms` (the time of the request the answer is for).
-fn with_date(now_ms: i64, write: impl FnOnce(&[u8])) {
-    let second = u64::try_from(now_ms / 1000).unwrap_or(0);
+/// Writes the `Date` value: now, to the second. Targets nearly always date their answers,
+/// so this reads the clock only for the front's own refusals and the odd undated answer.
+fn with_date(write: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     DATE_VALUE.with_borrow_mut(|(at, value)| {
         if *at != second {
             *at = second;
-            *value = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
+            *value = httpdate::fmt_http_date(now);
         }
         write(value.as_bytes());
     });

@@ -42,7 +42,7 @@ impl BodyStream {
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.keep_alive {
-                self.pool.put(conn, std::time::Instant::now());
+                self.pool.put(conn);
             }
         }
     }

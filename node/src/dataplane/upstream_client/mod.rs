@@ -55,7 +55,8 @@ pub struct Exchange<'a> {
     /// The request may be sent again on a new connection when a pooled one turns out to
     /// have been closed by the target before it answered (the keep-alive race).
     pub resend_if_stale: bool,
-    /// When this attempt began: the pool's idle clock reads it rather than the system's.
+    /// When this attempt began: the pool judges its idle connections by it, rather than
+    /// reading the clock again.
     pub at: Instant,
 }
 
@@ -123,7 +124,7 @@ impl UpstreamClient {
             let may_resend = conn.reused && exchange.resend_if_stale && streamed.is_none();
             let attempt = request(&mut conn, exchange.head, streamed, exchange.head_request).await;
             return match attempt {
-                Ok(head) => self.read_answer(conn, head, exchange.at).await,
+                Ok(head) => self.read_answer(conn, head).await,
                 Err(Failure::Stale) if may_resend => continue,
                 Err(Failure::Stale) => Err(SendError::Closed),
                 Err(Failure::Other(error)) => Err(error),
@@ -133,17 +134,12 @@ impl UpstreamClient {
 
     /// Reads a small or empty body whole, returning the connection to the pool at once;
     /// any other body streams.
-    async fn read_answer(
-        &self,
-        mut conn: Conn,
-        head: ResponseHead,
-        at: Instant,
-    ) -> Result<UpstreamResponse, SendError> {
+    async fn read_answer(&self, mut conn: Conn, head: ResponseHead) -> Result<UpstreamResponse, SendError> {
         let keep_alive = head.keep_alive;
         let body = match head.framing {
             Framing::Empty => {
                 if keep_alive {
-                    self.pool.put(conn, at);
+                    self.pool.put(conn);
                 }
                 ResponseBody::Empty
             }
@@ -158,7 +154,7 @@ impl UpstreamClient {
                 }
                 let bytes = conn.buf.split_to(length).freeze();
                 if keep_alive {
-                    self.pool.put(conn, at);
+                    self.pool.put(conn);
                 }
                 ResponseBody::Full(bytes)
             }

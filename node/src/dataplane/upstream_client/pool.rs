@@ -41,14 +41,12 @@ impl Pool {
         Some(conn)
     }
 
-    /// Files a connection whose last exchange ended cleanly, for the next request; it
-    /// counts as idle since `since` (a reading taken no later than the exchange's end, so
-    /// that it is closed early rather than late).
-    pub fn put(self: &Rc<Self>, mut conn: Conn, since: Instant) {
+    /// Files a connection whose last exchange ended cleanly, for the next request.
+    pub fn put(self: &Rc<Self>, mut conn: Conn) {
         if !conn.buf.is_empty() {
             return;
         }
-        conn.idle_since = since;
+        conn.idle_since = Instant::now();
         {
             let mut idle = self.idle.borrow_mut();
             let conns = match idle.get_mut(&*conn.authority) {
