@@ -123,7 +123,12 @@ fn gateway() -> (Cluster, Upstream, String) {
 }
 
 fn get(path: &str, key: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\n\r\n")
+    request("GET", path, key, "")
+}
+
+/// A request head with the key, and `extra` header lines (each ending in CRLF).
+fn request(method: &str, path: &str, key: &str, extra: &str) -> String {
+    format!("{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\n{extra}\r\n")
 }
 
 #[test]
@@ -152,10 +157,7 @@ fn a_connection_moves_to_actix_for_a_request_body_and_keeps_working() {
     let mut connection = Connection::open(cluster.node(1).proxy_port);
     connection.send(get("/first", &key).as_bytes());
     assert_eq!(connection.answer(false).status, 200);
-    connection.send(
-        format!("POST /upload HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\nContent-Length: 5\r\n\r\nhello")
-            .as_bytes(),
-    );
+    connection.send((request("POST", "/upload", &key, "Content-Length: 5\r\n") + "hello").as_bytes());
     let posted = connection.answer(false);
     assert_eq!(posted.status, 200, "{posted:?}");
     assert_eq!(posted.json()["body_bytes"], 5);
@@ -178,10 +180,7 @@ fn a_head_answer_keeps_the_length_and_sends_no_body() {
     let mut connection = Connection::open(cluster.node(1).proxy_port);
     connection.send(get("/sized", &key).as_bytes());
     let full = connection.answer(false);
-    connection.send(
-        format!("HEAD /sized HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\n\r\n")
-            .as_bytes(),
-    );
+    connection.send(request("HEAD", "/sized", &key, "").as_bytes());
     let head = connection.answer(true);
     assert_eq!(head.status, 200);
     assert_eq!(head.headers["content-length"], full.body.len().to_string());
@@ -208,10 +207,7 @@ fn refusals_are_json_with_a_date_and_the_connection_stays_open() {
 fn connection_close_ends_the_connection_after_the_answer() {
     let (cluster, _upstream, key) = gateway();
     let mut connection = Connection::open(cluster.node(1).proxy_port);
-    connection.send(
-        format!("GET /last HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    );
+    connection.send(request("GET", "/last", &key, "Connection: close\r\n").as_bytes());
     assert_eq!(connection.answer(false).status, 200);
     assert!(connection.closed());
 }
@@ -275,8 +271,13 @@ fn the_gateway_request_id_replaces_the_one_the_target_sends() {
     let (cluster, _upstream, key) = gateway();
     let mut connection = Connection::open(cluster.node(1).proxy_port);
     connection.send(
-        format!("GET /own-request-id HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\nX-Request-Id: from-the-client\r\n\r\n")
-            .as_bytes(),
+        request(
+            "GET",
+            "/own-request-id",
+            &key,
+            "X-Request-Id: from-the-client\r\n",
+        )
+        .as_bytes(),
     );
     let answer = connection.answer(false);
     assert_eq!(answer.status, 200, "{answer:?}");

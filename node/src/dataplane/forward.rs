@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::auth::X_API_KEY;
 use super::deadline::Deadline;
 use super::error::ProxyError;
-use super::hop_by_hop::{is_hop_by_hop, HopByHop};
+use super::hop_by_hop::HopByHop;
 use super::idle::IdleTimeout;
 use super::incoming::Incoming;
 use super::jwt::{JwtVerifier, Verified};
@@ -113,14 +113,6 @@ impl<'a> GatewayHeaders<'a> {
         }
     }
 
-    /// Sets a header the route or the token configured. How the body is delimited, and
-    /// what concerns only the connection, are the gateway's alone to say.
-    fn set_configured(&mut self, name: &'a str, value: &'a [u8]) {
-        if !is_hop_by_hop(name.as_bytes()) && name != "content-length" {
-            self.set(name, value);
-        }
-    }
-
     fn contains(&self, name: &[u8]) -> bool {
         self.0.iter().any(|(n, _)| n.as_bytes() == name)
     }
@@ -184,16 +176,16 @@ fn request_head(parts: &Outbound<'_>, target: &Target, framing: BodyFraming, bod
                 .0
                 .retain(|(name, _)| !claim_headers.iter().any(|owned| owned.as_str() == *name));
             for (name, value) in &token.headers {
-                gateway.set_configured(name.as_str(), value.as_bytes());
+                gateway.set(name.as_str(), value.as_bytes());
             }
         }
         None => {}
     }
     for (name, value) in &route.headers {
-        gateway.set_configured(name.as_str(), value.as_bytes());
+        gateway.set(name.as_str(), value.as_bytes());
     }
     if let Some(Ok((name, value))) = &route.upstream_auth {
-        gateway.set_configured(name.as_str(), value.as_bytes());
+        gateway.set(name.as_str(), value.as_bytes());
     }
 
     let mut out = Vec::with_capacity(512 + body.len());
@@ -501,18 +493,6 @@ mod tests {
                 parsed.to_string()
             );
         }
-    }
-
-    #[test]
-    fn configured_headers_never_frame_the_body_or_speak_for_the_connection() {
-        let mut gateway = GatewayHeaders(SmallVec::new());
-        gateway.set("x-request-id", b"id");
-        gateway.set_configured("proxy-authorization", b"Basic x");
-        gateway.set_configured("content-length", b"5");
-        gateway.set_configured("keep-alive", b"timeout=1");
-        gateway.set_configured("x-team", b"a");
-        let names: Vec<&str> = gateway.0.iter().map(|(name, _)| *name).collect();
-        assert_eq!(names, ["x-request-id", "x-team"]);
     }
 
     #[test]

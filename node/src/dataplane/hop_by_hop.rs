@@ -17,6 +17,14 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     )
 }
 
+/// Whether a header the gateway is configured to send (a route's header, its upstream
+/// credential, a forwarded claim; `name` in lower case) may go upstream: what concerns only
+/// the connection, and how the body is delimited, are the gateway's alone to say. Checked
+/// when routes compile, not per request.
+pub fn is_configurable(name: &[u8]) -> bool {
+    !is_hop_by_hop(name) && name != b"content-length"
+}
+
 /// [`is_hop_by_hop`] for a field name in any case.
 fn is_hop_by_hop_token(token: &[u8]) -> bool {
     // Longer than every hop-by-hop name.

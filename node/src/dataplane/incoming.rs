@@ -46,7 +46,7 @@ impl<'a> Incoming<'a> {
 
 /// A request's header fields as whichever front parsed them, with lower-case names. The
 /// HTTP/1.1 front's fields stay where they were read: building a map of them for every
-/// request cost more than the few lookups a request makes (README, "Where the gap is").
+/// request cost more than the few lookups a request makes (README, "Proxy against nginx").
 #[derive(Clone, Copy)]
 pub enum Headers<'a> {
     /// As actix-web parsed them.

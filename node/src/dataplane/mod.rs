@@ -285,19 +285,14 @@ pub fn finish(
     response
 }
 
-/// Counts an answer with `status` for the key and the route. Returns when it was counted,
-/// the request's last reading of the clock.
-pub fn account(admission: &Admission<'_>, status: u16, started: &Started) -> std::time::Instant {
-    let answered = std::time::Instant::now();
+/// Counts an answer with `status` for the key and the route.
+pub fn account(admission: &Admission<'_>, status: u16, started: &Started) {
     if let Some(key) = &admission.key {
         key.usage.record(status, started.now_ms);
     }
     if let Some(route) = admission.route {
-        route
-            .metrics
-            .record(status, answered.saturating_duration_since(started.at));
+        route.metrics.record(status, started.at.elapsed());
     }
-    answered
 }
 
 /// Why the proxy answered itself.

@@ -8,6 +8,7 @@ use actix_web::http::Method;
 use cluster::{Route, RouteAuth};
 
 use super::ai::AiRoute;
+use super::hop_by_hop::is_configurable;
 use super::jwt::jwks::JwksRegistry;
 use super::jwt::JwtVerifier;
 use super::upstream::{HealthRegistry, Target};
@@ -69,6 +70,9 @@ impl CompiledRoute {
             }
             opened
         });
+        // A credential in a header the gateway keeps to itself is never sent.
+        let upstream_auth = upstream_auth
+            .filter(|opened| !matches!(opened, Ok((name, _)) if !is_configurable(name.as_str().as_bytes())));
         let jwt = route.jwt.as_ref().and_then(|settings| match JwtVerifier::compile(settings, jwks, &route.id, master_key) {
             Ok(verifier) => Some(std::sync::Arc::new(verifier)),
             Err(error) => {
@@ -104,6 +108,7 @@ impl CompiledRoute {
                         http1::HeaderValue::from_str(value).ok()?,
                     ))
                 })
+                .filter(|(name, _)| is_configurable(name.as_str().as_bytes()))
                 .collect(),
             health_check: route.health_check.clone(),
             jwt,
@@ -310,6 +315,26 @@ mod tests {
         method: Method,
     ) -> Result<&'a str, NoMatch> {
         t.find(host, path, &method).map(|r| r.id.as_str())
+    }
+
+    #[test]
+    fn configured_headers_never_frame_the_body_or_speak_for_the_connection() {
+        let mut configured = route("r", "/", None, &[]);
+        configured.headers = [
+            ("X-Team", "a"),
+            ("Proxy-Authorization", "Basic x"),
+            ("Content-Length", "5"),
+            ("Keep-Alive", "timeout=1"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .to_vec();
+        let t = table(vec![configured]);
+        let names: Vec<&str> = t.routes()[0]
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["x-team"]);
     }
 
     #[test]

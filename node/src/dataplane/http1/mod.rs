@@ -1,6 +1,6 @@
 //! The proxy listener's own HTTP/1.1 front. actix-http turns every request into actix's
 //! request type and every answer back from actix's response type, and on this path that
-//! machinery costs more than the proxying itself (README, "Where the gap is"). This loop
+//! machinery costs more than the proxying itself (README, "Proxy against nginx"). This loop
 //! reads the common request (HTTP/1.1, no body, a proxy route) with `httparse`, runs the
 //! same admission, forwarding and accounting as the actix handler, and writes the answer
 //! itself.

@@ -1,4 +1,5 @@
-//! Writing an actix-web response on a connection the proxy's own HTTP/1 loop serves: the
+//! Writing answers on a connection the proxy's own HTTP/1 loop serves: the target's answer
+//! straight from its parsed head, or an actix-web response (the front's own refusals); the
 //! head, then the body, framed by its length or in chunks.
 
 use std::cell::RefCell;

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::ProxyError;
+use super::hop_by_hop::is_configurable;
 use jwks::{JwksRegistry, JwksSource, Location};
 use keys::VerifyKey;
 
@@ -142,6 +143,11 @@ impl JwtVerifier {
             .collect::<Result<Vec<_>, _>>()?;
         let mut owned_headers = vec![SUBJECT_HEADER];
         owned_headers.extend(forward_claims.iter().map(|(_, name)| name.clone()));
+        // A claim is not sent in a header the gateway keeps to itself.
+        let forward_claims: Vec<_> = forward_claims
+            .into_iter()
+            .filter(|(_, name)| is_configurable(name.as_str().as_bytes()))
+            .collect();
         let validations = algorithms
             .into_iter()
             .map(|algorithm| (algorithm, validation(settings, algorithm)))

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::dataplane::hop_by_hop::{listed_in_connection, HopByHop};
-use crate::dataplane::incoming::{lower_case_names, Field};
+use crate::dataplane::incoming::{lower_case_names, Field, FieldIter, Headers};
 
 /// Longest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -49,11 +49,12 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// The end-to-end headers as (lower-case name, value), in the order received. A name
     /// is a token (RFC 9110 §5.1), a value holds no control character other than tab.
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let raw = &self.raw[..];
-        self.fields
-            .iter()
-            .filter_map(move |field| Some((raw.get(field.name.clone())?, raw.get(field.value.clone())?)))
+    pub fn headers(&self) -> FieldIter<'_> {
+        Headers::Spans {
+            buf: &self.raw,
+            fields: &self.fields,
+        }
+        .iter()
     }
 }
 
